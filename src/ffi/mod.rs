@@ -1,0 +1,2 @@
+mod proto_types;
+mod types;
