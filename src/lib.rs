@@ -20,4 +20,4 @@ pub use error::{Error, Result};
 pub use proto::{ConnectionType, DeviceRecord};
 
 /// The version this library implements (`libusbmuxd_version()`).
-pub const VERSION: &str = "2.1.1";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

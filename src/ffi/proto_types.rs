@@ -31,13 +31,13 @@ pub enum usbmuxd_msgtype {
 
 #[repr(C, packed)]
 pub struct usbmuxd_header {
-    /// length of message, including header
+    /// total message size in bytes, this header included
     pub length: u32,
-    /// protocol version
+    /// 0 = binary payload, 1 = XML plist payload
     pub version: u32,
-    /// message type
+    /// one of `usbmuxd_msgtype`
     pub message: u32,
-    /// responses to this query will echo back this tag
+    /// request tag, echoed by the daemon in its reply
     pub tag: u32,
 }
 
@@ -51,9 +51,9 @@ pub struct usbmuxd_result_msg {
 pub struct usbmuxd_connect_request {
     pub header: usbmuxd_header,
     pub device_id: u32,
-    /// TCP port number
+    /// device port, in network byte order
     pub port: u16,
-    /// set to zero
+    /// always 0
     pub reserved: u16,
 }
 

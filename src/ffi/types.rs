@@ -4,19 +4,19 @@
 
 use std::os::raw::{c_char, c_int, c_void};
 
-/// Device lookup options for usbmuxd_get_device.
+/// Which transports `usbmuxd_get_device()` considers; callers pass a bit-or of these.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum usbmux_lookup_options {
-    /// include USBMUX devices during lookup
+    /// consider devices attached over USB
     DEVICE_LOOKUP_USBMUX = 1 << 1,
-    /// include network devices during lookup
+    /// consider devices reachable over the network (WiFi sync)
     DEVICE_LOOKUP_NETWORK = 1 << 2,
-    /// prefer network connection if device is available via USBMUX *and* network
+    /// when a device is reachable both ways, return its network entry
     DEVICE_LOOKUP_PREFER_NETWORK = 1 << 3,
 }
 
-/// Type of connection a device is available on.
+/// How the daemon reaches a device (`usbmuxd_device_info_t.conn_type`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum usbmux_connection_type {
@@ -24,7 +24,7 @@ pub enum usbmux_connection_type {
     CONNECTION_TYPE_NETWORK = 2,
 }
 
-/// Event types for event callback function.
+/// Kind of a device event (`usbmuxd_event_t.event`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum usbmuxd_event_type {
@@ -45,10 +45,9 @@ pub struct LookupOptionsBits(pub c_int);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionTypeField(pub c_int);
 
-/// Device information structure holding data to identify the device.
-/// The relevant 'handle' should be passed to 'usbmuxd_connect()', to
-/// start a proxy connection. The value 'handle' should be considered
-/// opaque and no presumption made about the meaning of its value.
+/// One device as known to the daemon (256 bytes). `handle` is the daemon's opaque
+/// device id to pass to `usbmuxd_connect()`; `udid` is NUL-terminated; for network
+/// devices `conn_data` holds the raw address bytes reported by the daemon.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct usbmuxd_device_info_t {
@@ -59,9 +58,8 @@ pub struct usbmuxd_device_info_t {
     pub conn_data: [u8; 200],
 }
 
-/// Event structure that will be passed to the callback function.
-/// 'event' will contains the type of the event, and 'device' will contains
-/// information about the device.
+/// What an event callback receives: `event` holds a `usbmuxd_event_type` value and
+/// `device` the device it concerns. Valid only for the duration of the callback.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct usbmuxd_event_t {
@@ -69,15 +67,15 @@ pub struct usbmuxd_event_t {
     pub device: usbmuxd_device_info_t,
 }
 
-/// Callback function prototype.
+/// Event callback, invoked on the library's listener thread.
 pub type usbmuxd_event_cb_t = Option<unsafe extern "C" fn(event: *const usbmuxd_event_t, user_data: *mut c_void)>;
 
-/// Subscription context type. Opaque to callers.
+/// Opaque subscription state; never dereferenced by callers.
 pub struct usbmuxd_subscription_context {
     _private: [u8; 0],
 }
 
-/// Subscription context type.
+/// Handle returned by `usbmuxd_events_subscribe()`.
 pub type usbmuxd_subscription_context_t = *mut usbmuxd_subscription_context;
 
 const _: () = assert!(std::mem::size_of::<usbmuxd_device_info_t>() == 256);
