@@ -128,6 +128,8 @@ impl Subscriber {
         let me = thread::current().id();
         let mut st = self.state.lock();
         st.active = false;
+        // Threads waiting in `enter` to deliver to us must see that we are gone.
+        self.idle.notify_all();
         while matches!(st.busy, Some((t, _)) if t != me) {
             self.idle.wait(&mut st);
         }
