@@ -8,7 +8,11 @@
 #   make install    PREFIX/prefix, LIBDIR/libdir, INCLUDEDIR/includedir, BINDIR/bindir, DESTDIR
 #   make uninstall  removes exactly what `make install` (same variables) installs
 #   make headers    regenerates include/*.h from src/ffi (cargo build does that too)
-#   make help       lists all targets
+#   make clean      removes build/ (distclean: also `cargo clean`)
+#   make help       shows this text
+#
+# The steps of `make check`, also usable alone: check-headers, check-exports,
+# test-rust, c-tests, e2e, check-install.
 #
 # Exported symbols: exports/*.map are the single source of truth (linker version
 # scripts, also read by `make check-exports`).
@@ -248,7 +252,7 @@ c-tests: libs bins c-tests-build
 	echo "c-tests: $$pass passed, $$fail failed"; \
 	if [ $$fail -ne 0 ]; then echo "failed:$$failed" >&2; exit 1; fi
 
-CTEST_LINK_OURS = -L$(BUILD) -l:$(LIBNAME).so -pthread $(CTEST_LDLIBS_$(notdir $@))
+CTEST_LINK_OURS = -L$(BUILD) -lusbmuxd-2.0 -pthread $(CTEST_LDLIBS_$(notdir $@))
 CTEST_LINK_UPSTREAM = -L$(BUILD) -l:$(SONAME6) -pthread $(CTEST_LDLIBS_$(notdir $@))
 
 CTEST_HDRS := $(wildcard c-tests/*.h)

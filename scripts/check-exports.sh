@@ -27,7 +27,8 @@ if [ "$actual" != "$expected" ]; then
 fi
 nontext=$(printf '%s\n' "$defined" | awk '$(NF-1) != "T" {print}')
 [ -z "$nontext" ] || fail "non-function exports: $nontext"
-if printf '%s\n' "$actual" | grep -q '@'; then fail "exports carry version nodes"; fi
-readelf -d "$lib" | grep -Eq '\(FLAGS\).*BIND_NOW|\(FLAGS_1\).*NOW' || fail "not linked with -z now"
+if grep -q '@' <<<"$actual"; then fail "exports carry version nodes"; fi
+dynamic=$(readelf -d "$lib")
+grep -Eq '\(FLAGS\).*BIND_NOW|\(FLAGS_1\).*NOW' <<<"$dynamic" || fail "not linked with -z now"
 
 echo "$lib: SONAME $soname, exactly the $(printf '%s\n' "$expected" | wc -l) functions of $map"
