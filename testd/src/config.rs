@@ -78,7 +78,8 @@ pub struct TestDevice {
     pub udid: String,
     /// USB idProduct (reported for USB devices only).
     pub product_id: u32,
-    /// `LocationID` / binary `location` (USB only).
+    /// `LocationID` / binary `location` (USB only). 0 = `0x0001_0000 | handle` (bus 1),
+    /// filled in when the device is added to a daemon.
     pub location: u32,
     pub connection: ConnectionType,
     /// `NetworkAddress` bytes (network devices only), e.g. [`darwin_sockaddr_in`].
@@ -97,7 +98,7 @@ impl TestDevice {
             handle,
             udid: udid.to_string(),
             product_id: DEFAULT_PRODUCT_ID,
-            location: 0x0001_0000 | (handle & 0xffff),
+            location: 0,
             connection: ConnectionType::Usb,
             network_address: Vec::new(),
             services: default_services(),
@@ -107,7 +108,7 @@ impl TestDevice {
 
     /// A network device at `ip` (NetworkAddress = Darwin `sockaddr_in`, port 0), with the
     /// [`default_services`] reachable through the daemon. Clients normally connect to the
-    /// address directly; [`crate::serve_tcp`] can provide a service there.
+    /// address directly; [`crate::ServiceServer`] can provide a service there.
     pub fn network(handle: u32, udid: &str, ip: Ipv4Addr) -> TestDevice {
         TestDevice {
             connection: ConnectionType::Network,
@@ -156,7 +157,11 @@ impl TestDevice {
     pub fn record(&self) -> DeviceRecord {
         DeviceRecord {
             handle: self.handle,
-            product_id: if self.connection == ConnectionType::Usb { self.product_id } else { 0 },
+            product_id: if self.connection == ConnectionType::Usb {
+                self.product_id
+            } else {
+                0
+            },
             udid: self.udid.clone(),
             connection: self.connection,
             network_address: self.network_address.clone(),
@@ -197,12 +202,18 @@ impl DaemonConfig {
     }
 
     pub fn unix(path: impl Into<PathBuf>) -> DaemonConfig {
-        DaemonConfig { listen: Listen::Unix(path.into()), ..DaemonConfig::default() }
+        DaemonConfig {
+            listen: Listen::Unix(path.into()),
+            ..DaemonConfig::default()
+        }
     }
 
     /// TCP on `addr`; use `127.0.0.1:0` for a free port.
     pub fn tcp(addr: SocketAddr) -> DaemonConfig {
-        DaemonConfig { listen: Listen::Tcp(addr), ..DaemonConfig::default() }
+        DaemonConfig {
+            listen: Listen::Tcp(addr),
+            ..DaemonConfig::default()
+        }
     }
 
     pub fn binary_only(mut self) -> DaemonConfig {
@@ -257,7 +268,10 @@ mod tests {
             darwin_sockaddr_in(Ipv4Addr::LOCALHOST, 0),
             [0x10, 2, 0, 0, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]
         );
-        assert_eq!(darwin_sockaddr_in(Ipv4Addr::new(192, 168, 1, 23), 0x1234)[2..8], [0x12, 0x34, 192, 168, 1, 23]);
+        assert_eq!(
+            darwin_sockaddr_in(Ipv4Addr::new(192, 168, 1, 23), 0x1234)[2..8],
+            [0x12, 0x34, 192, 168, 1, 23]
+        );
         let v6 = darwin_sockaddr_in6(Ipv6Addr::LOCALHOST, 0, 4);
         assert_eq!(v6.len(), 28);
         assert_eq!(v6[..2], [0x1c, 0x1e]);
@@ -268,7 +282,6 @@ mod tests {
     fn device_records() {
         let usb = TestDevice::usb(3, "00008030-001A2B3C4D5E6F70");
         assert_eq!(usb.record().product_id, 0x12a8);
-        assert_eq!(usb.location, 0x10003);
         assert_eq!(usb.services.get(&LOCKDOWND_PORT), Some(&Service::Lockdownd));
         let net = TestDevice::network(7, "abc", Ipv4Addr::LOCALHOST);
         assert_eq!(net.record().connection, ConnectionType::Network);

@@ -56,9 +56,13 @@ pub struct TestDaemon {
 
 fn make_temp_dir() -> io::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("usbmuxd-testd-{}-{n}-{nanos}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("usbmuxd-testd-{}-{n}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -67,9 +71,16 @@ impl TestDaemon {
     /// Binds the socket, adds the configured devices and starts serving.
     pub fn start(config: DaemonConfig) -> io::Result<TestDaemon> {
         let needs_temp = config.listen == Listen::TempDir || config.pair_dir.is_none();
-        let temp_dir = if needs_temp { Some(make_temp_dir()?) } else { None };
+        let temp_dir = if needs_temp {
+            Some(make_temp_dir()?)
+        } else {
+            None
+        };
         let tmp = || temp_dir.clone().expect("temporary directory was created");
-        let pair_dir = config.pair_dir.clone().unwrap_or_else(|| tmp().join("lockdown"));
+        let pair_dir = config
+            .pair_dir
+            .clone()
+            .unwrap_or_else(|| tmp().join("lockdown"));
         let address = match &config.listen {
             Listen::Unix(p) => BoundAddress::Unix(p.clone()),
             Listen::Tcp(a) => BoundAddress::Tcp(*a),
@@ -84,12 +95,10 @@ impl TestDaemon {
             arsenal: Arsenal::default(),
             counters: HashMap::new(),
         };
-        for mut dev in config.devices {
-            let handle = state.assign_handle(dev.handle).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, ControlError::HandleInUse(dev.handle).to_string())
-            })?;
-            dev.handle = handle;
-            state.devices.insert(handle, dev);
+        for dev in config.devices {
+            state
+                .add_device(dev)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         }
         let _ = std::fs::create_dir_all(&pair_dir);
         let shared = Arc::new(Shared {
@@ -99,7 +108,12 @@ impl TestDaemon {
             store: Mutex::new(PairStore::new(pair_dir)),
             connections: Arc::new(ConnectionSet::default()),
         });
-        let mut daemon = TestDaemon { shared, address, accept: Mutex::new(None), temp_dir };
+        let mut daemon = TestDaemon {
+            shared,
+            address,
+            accept: Mutex::new(None),
+            temp_dir,
+        };
         let (accept, bound) = daemon.listen()?;
         daemon.address = bound;
         *daemon.accept.lock() = Some(accept);
@@ -112,7 +126,9 @@ impl TestDaemon {
         let shared = Arc::clone(&self.shared);
         let accept = AcceptLoop::start(listener, move |stream| {
             let s = Arc::clone(&shared);
-            shared.connections.spawn(stream, move |id, stream| crate::connection::serve(s, id, stream));
+            shared.connections.spawn(stream, move |id, stream| {
+                crate::connection::serve(s, id, stream)
+            });
         })?;
         Ok((accept, bound))
     }
@@ -159,7 +175,9 @@ impl TestDaemon {
     /// every client connection (listeners and pipes included) and joins their threads.
     /// Devices, pair records, armed misbehaviours and the log are kept. Idempotent.
     pub fn stop(&self) {
-        let Some(accept) = self.accept.lock().take() else { return };
+        let Some(accept) = self.accept.lock().take() else {
+            return;
+        };
         accept.stop();
         self.shared.connections.close_all();
         self.shared.state.lock().listeners.clear();
@@ -181,20 +199,21 @@ impl TestDaemon {
     /// Adds a device and sends `Attached` / `DEVICE_ADD` to every listener. A handle of 0
     /// gets the next free id (ids are not reused while the daemon lives, like upstream).
     /// Returns the handle.
-    pub fn attach(&self, mut device: TestDevice) -> Result<u32, ControlError> {
+    pub fn attach(&self, device: TestDevice) -> Result<u32, ControlError> {
         let mut state = self.shared.state.lock();
-        let handle = state.assign_handle(device.handle).ok_or(ControlError::HandleInUse(device.handle))?;
-        device.handle = handle;
+        let device = state.add_device(device)?.clone();
         state.broadcast(Event::Add(&device));
-        state.devices.insert(handle, device);
-        Ok(handle)
+        Ok(device.handle)
     }
 
     /// Removes a device and sends `Detached` / `DEVICE_REMOVE` to every listener. Pipes
     /// already open to its services stay open.
     pub fn detach(&self, handle: u32) -> Result<TestDevice, ControlError> {
         let mut state = self.shared.state.lock();
-        let device = state.devices.remove(&handle).ok_or(ControlError::NoSuchDevice(handle))?;
+        let device = state
+            .devices
+            .remove(&handle)
+            .ok_or(ControlError::NoSuchDevice(handle))?;
         state.broadcast(Event::Remove(handle));
         Ok(device)
     }
@@ -215,9 +234,17 @@ impl TestDaemon {
     }
 
     /// Sets (`Some`) or removes (`None`) the service on a port of an attached device.
-    pub fn set_service(&self, handle: u32, port: u16, service: Option<Service>) -> Result<(), ControlError> {
+    pub fn set_service(
+        &self,
+        handle: u32,
+        port: u16,
+        service: Option<Service>,
+    ) -> Result<(), ControlError> {
         let mut state = self.shared.state.lock();
-        let dev = state.devices.get_mut(&handle).ok_or(ControlError::NoSuchDevice(handle))?;
+        let dev = state
+            .devices
+            .get_mut(&handle)
+            .ok_or(ControlError::NoSuchDevice(handle))?;
         match service {
             Some(s) => dev.services.insert(port, s),
             None => dev.services.remove(&port),
@@ -227,13 +254,25 @@ impl TestDaemon {
 
     /// Traffic seen by the service on `port` of device `handle` so far.
     pub fn service_stats(&self, handle: u32, port: u16) -> ServiceStats {
-        self.shared.state.lock().counters.get(&(handle, port)).map(|c| c.snapshot()).unwrap_or_default()
+        self.shared
+            .state
+            .lock()
+            .counters
+            .get(&(handle, port))
+            .map(|c| c.snapshot())
+            .unwrap_or_default()
     }
 
     /// Requests received so far by the lockdownd service on `port` of device `handle`
     /// (in order, over all connections).
     pub fn lockdownd_requests(&self, handle: u32, port: u16) -> Vec<plist::Dictionary> {
-        self.shared.state.lock().counters.get(&(handle, port)).map(|c| c.lockdownd_requests()).unwrap_or_default()
+        self.shared
+            .state
+            .lock()
+            .counters
+            .get(&(handle, port))
+            .map(|c| c.lockdownd_requests())
+            .unwrap_or_default()
     }
 
     /// Number of connections in listen mode.
@@ -338,7 +377,9 @@ impl TestDaemon {
                 return false;
             }
             let mut guard = self.shared.log.lock();
-            self.shared.changed.wait_for(&mut guard, (deadline - now).min(Duration::from_millis(10)));
+            self.shared
+                .changed
+                .wait_for(&mut guard, (deadline - now).min(Duration::from_millis(10)));
         }
     }
 

@@ -34,8 +34,8 @@ mod config;
 mod connection;
 pub mod control;
 mod daemon;
-mod log;
 pub mod lockdownd;
+mod log;
 pub mod misbehaviour;
 mod net;
 mod pairing;
@@ -44,8 +44,9 @@ mod services;
 mod state;
 
 pub use config::{
-    darwin_sockaddr_in, darwin_sockaddr_in6, default_services, DaemonConfig, Listen, ProtocolMode, Service,
-    TestDevice, DEFAULT_PRODUCT_ID, DEFAULT_SOURCE_LEN, ECHO_PORT, LOCKDOWND_PORT, SINK_PORT, SOURCE_PORT,
+    darwin_sockaddr_in, darwin_sockaddr_in6, default_services, DaemonConfig, Listen, ProtocolMode,
+    Service, TestDevice, DEFAULT_PRODUCT_ID, DEFAULT_SOURCE_LEN, ECHO_PORT, LOCKDOWND_PORT,
+    SINK_PORT, SOURCE_PORT,
 };
 pub use daemon::{ControlError, TestDaemon};
 pub use log::LoggedRequest;

@@ -26,7 +26,11 @@ const MAX_MESSAGE: usize = 1 << 20;
 /// The values `GetValue` reports for `device`: plausible iPhone values, the device's
 /// UDID as `UniqueDeviceID`, then the device's `lockdown_values` overrides.
 pub fn device_values(device: &TestDevice) -> Dictionary {
-    let compact: String = device.udid.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let compact: String = device
+        .udid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
     let tail = &compact[compact.len().saturating_sub(9)..];
     // Modern UDIDs (`00008030-001A2B3C4D5E6F70`) end in the ECID, in hex.
     let chip_id = match compact.len() {
@@ -52,7 +56,10 @@ pub fn device_values(device: &TestDevice) -> Dictionary {
     put("ProductType", "iPhone12,1".into());
     put("ProductVersion", "15.8".into());
     put("ProtocolVersion", "2".into());
-    put("SerialNumber", format!("F2L{}", tail.to_ascii_uppercase()).into());
+    put(
+        "SerialNumber",
+        format!("F2L{}", tail.to_ascii_uppercase()).into(),
+    );
     put("TimeZone", "Europe/Berlin".into());
     put("UniqueChipID", Value::Integer(chip_id.into()));
     put("UniqueDeviceID", device.udid.clone().into());
@@ -127,7 +134,10 @@ fn read_message(stream: &mut Stream) -> io::Result<Option<Vec<u8>>> {
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_MESSAGE {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "lockdownd message too large"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "lockdownd message too large",
+        ));
     }
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body)?;
@@ -143,13 +153,22 @@ pub fn encode_message(dict: &Dictionary) -> Vec<u8> {
 }
 
 /// Serves lockdownd requests until the client closes, says Goodbye or sends garbage.
-pub(crate) fn serve(stream: &mut Stream, device: &TestDevice, counters: &Counters) -> io::Result<()> {
+pub(crate) fn serve(
+    stream: &mut Stream,
+    device: &TestDevice,
+    counters: &Counters,
+) -> io::Result<()> {
     let values = device_values(device);
     while let Some(body) = read_message(stream)? {
         counters.add_received(body.len() + 4);
         let request = match Value::from_reader(Cursor::new(&body)) {
             Ok(Value::Dictionary(d)) => d,
-            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "lockdownd request is not a plist dictionary")),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "lockdownd request is not a plist dictionary",
+                ))
+            }
         };
         counters.record_lockdownd_request(&request);
         let (reply, close) = answer(&request, &values);
@@ -168,26 +187,42 @@ mod tests {
     use super::*;
 
     fn req(pairs: &[(&str, &str)]) -> Dictionary {
-        pairs.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect()
     }
 
     #[test]
     fn answers() {
-        let dev = TestDevice::usb(1, "00008030-001A2B3C4D5E6F70").with_lockdown_value("DeviceName", "Bob");
+        let dev = TestDevice::usb(1, "00008030-001A2B3C4D5E6F70")
+            .with_lockdown_value("DeviceName", "Bob");
         let values = device_values(&dev);
-        assert_eq!(values.get("UniqueChipID").unwrap().as_unsigned_integer(), Some(0x001A2B3C4D5E6F70));
+        assert_eq!(
+            values.get("UniqueChipID").unwrap().as_unsigned_integer(),
+            Some(0x001A2B3C4D5E6F70)
+        );
         assert_eq!(values.get("DeviceName").unwrap().as_string(), Some("Bob"));
 
         let (r, close) = answer(&req(&[("Label", "t"), ("Request", "QueryType")]), &values);
-        assert_eq!(r.get("Type").unwrap().as_string(), Some("com.apple.mobile.lockdown"));
+        assert_eq!(
+            r.get("Type").unwrap().as_string(),
+            Some("com.apple.mobile.lockdown")
+        );
         assert_eq!(r.get("Label").unwrap().as_string(), Some("t"));
         assert!(!close);
 
         let (r, _) = answer(&req(&[("Request", "GetValue")]), &values);
         let all = r.get("Value").unwrap().as_dictionary().unwrap();
-        assert_eq!(all.get("UniqueDeviceID").unwrap().as_string(), Some("00008030-001A2B3C4D5E6F70"));
+        assert_eq!(
+            all.get("UniqueDeviceID").unwrap().as_string(),
+            Some("00008030-001A2B3C4D5E6F70")
+        );
 
-        let (r, _) = answer(&req(&[("Request", "GetValue"), ("Key", "ProductVersion")]), &values);
+        let (r, _) = answer(
+            &req(&[("Request", "GetValue"), ("Key", "ProductVersion")]),
+            &values,
+        );
         assert_eq!(r.get("Value").unwrap().as_string(), Some("15.8"));
         let (r, _) = answer(&req(&[("Request", "GetValue"), ("Key", "Nope")]), &values);
         assert_eq!(r.get("Error").unwrap().as_string(), Some("MissingValue"));

@@ -53,6 +53,21 @@ impl LoggedRequest {
         }
     }
 
+    /// For a `Connect` (binary or plist): the device id and the port in host order (the
+    /// plist `PortNumber` already un-swapped). Plain integers, so that tests inside the
+    /// `usbmuxd` crate itself need not name this crate's copy of its types.
+    pub fn connect_target(&self) -> Option<(u32, u16)> {
+        match self.request {
+            Some(Request::Connect { device_id, port }) => Some((device_id, port)),
+            _ => None,
+        }
+    }
+
+    /// Whether the message was a plist (`MESSAGE_PLIST`) request.
+    pub fn is_plist(&self) -> bool {
+        self.header.message == msgtype::PLIST
+    }
+
     pub fn prog_name(&self) -> Option<&str> {
         self.string("ProgName")
     }
@@ -68,7 +83,15 @@ impl LoggedRequest {
             self.message_type()
         );
         if let Some(d) = &self.dict {
-            for key in ["ProgName", "ClientVersionString", "BundleID", "kLibUSBMuxVersion", "DeviceID", "PortNumber", "PairRecordID"] {
+            for key in [
+                "ProgName",
+                "ClientVersionString",
+                "BundleID",
+                "kLibUSBMuxVersion",
+                "DeviceID",
+                "PortNumber",
+                "PairRecordID",
+            ] {
                 match d.get(key) {
                     Some(Value::String(v)) => s.push_str(&format!(" {key}={v:?}")),
                     Some(Value::Integer(v)) => s.push_str(&format!(" {key}={v}")),

@@ -99,12 +99,24 @@ fn random_buid() -> String {
         use std::hash::{BuildHasher, Hasher};
         for chunk in bytes.chunks_mut(8) {
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos(),
+            );
             chunk.copy_from_slice(&h.finish().to_le_bytes());
         }
     }
     let hex: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -112,7 +124,10 @@ mod tests {
     use super::*;
 
     fn temp_store(name: &str) -> PairStore {
-        let dir = std::env::temp_dir().join(format!("usbmuxd-testd-pairing-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "usbmuxd-testd-pairing-{}-{name}",
+            std::process::id()
+        ));
         let _ = fs::remove_dir_all(&dir);
         PairStore::new(dir)
     }
@@ -130,7 +145,9 @@ mod tests {
         let s = temp_store("buid");
         let a = s.read_buid();
         assert_eq!(a.len(), 36);
-        assert!(a.chars().all(|c| c == '-' || c.is_ascii_digit() || c.is_ascii_uppercase()));
+        assert!(a
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_digit() || c.is_ascii_uppercase()));
         assert_eq!([8, 13, 18, 23].map(|i| a.as_bytes()[i]), [b'-'; 4]);
         assert_eq!(s.read_buid(), a);
         assert_eq!(PairStore::new(s.dir().to_path_buf()).read_buid(), a);
@@ -145,14 +162,19 @@ mod tests {
         let mut d = Dictionary::new();
         d.insert("HostID".into(), "ABC".into());
         let mut binary = Vec::new();
-        Value::Dictionary(d.clone()).to_writer_binary(&mut binary).unwrap();
+        Value::Dictionary(d.clone())
+            .to_writer_binary(&mut binary)
+            .unwrap();
         assert_eq!(s.read("dev1"), Err(ENOENT));
         assert_eq!(s.save("dev1", &binary), Ok(()));
         let stored = s.read("dev1").unwrap();
         assert!(stored.starts_with(b"<?xml"));
         assert_eq!(usbmuxd::proto::xml_to_dict(&stored).unwrap(), d);
         assert_eq!(s.save("dev1", b"short"), Err(EINVAL));
-        assert_eq!(s.save("dev1", b"<plist version=\"1.0\"><string>x</string></plist>"), Err(EINVAL));
+        assert_eq!(
+            s.save("dev1", b"<plist version=\"1.0\"><string>x</string></plist>"),
+            Err(EINVAL)
+        );
         assert_eq!(s.save("../evil", &binary), Err(EINVAL));
         assert_eq!(s.read("../dev1"), Err(EINVAL));
         assert_eq!(s.delete("dev1"), Ok(()));

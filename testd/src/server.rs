@@ -43,16 +43,20 @@ impl ConnectionSet {
         if !inner.accepting {
             return false;
         }
-        let Ok(clone) = stream.try_clone() else { return false };
+        let Ok(clone) = stream.try_clone() else {
+            return false;
+        };
         inner.next_id += 1;
         let id = inner.next_id;
         inner.streams.insert(id, clone);
         inner.threads.retain(|t| !t.is_finished());
         let set = Arc::clone(self);
-        let spawned = std::thread::Builder::new().name(format!("testd-conn-{id}")).spawn(move || {
-            serve(id, stream);
-            set.forget(id);
-        });
+        let spawned = std::thread::Builder::new()
+            .name(format!("testd-conn-{id}"))
+            .spawn(move || {
+                serve(id, stream);
+                set.forget(id);
+            });
         match spawned {
             Ok(t) => {
                 inner.threads.push(t);
@@ -81,7 +85,10 @@ impl ConnectionSet {
         let (streams, threads) = {
             let mut inner = self.inner.lock();
             inner.accepting = false;
-            (std::mem::take(&mut inner.streams), std::mem::take(&mut inner.threads))
+            (
+                std::mem::take(&mut inner.streams),
+                std::mem::take(&mut inner.threads),
+            )
         };
         for s in streams.values() {
             s.shutdown(Shutdown::Both);
@@ -113,17 +120,22 @@ impl AcceptLoop {
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new().name("testd-accept".into()).spawn(move || {
-            // Dropping `listener` at the end closes the listening socket.
-            while !flag.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok(stream) => on_accept(stream),
-                    // WouldBlock, or EMFILE and friends: wait rather than spin.
-                    Err(_) => std::thread::sleep(ACCEPT_POLL),
+        let thread = std::thread::Builder::new()
+            .name("testd-accept".into())
+            .spawn(move || {
+                // Dropping `listener` at the end closes the listening socket.
+                while !flag.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok(stream) => on_accept(stream),
+                        // WouldBlock, or EMFILE and friends: wait rather than spin.
+                        Err(_) => std::thread::sleep(ACCEPT_POLL),
+                    }
                 }
-            }
-        })?;
-        Ok(AcceptLoop { stop, thread: Some(thread) })
+            })?;
+        Ok(AcceptLoop {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Stops accepting and closes the listening socket (before returning).

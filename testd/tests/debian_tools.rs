@@ -14,7 +14,10 @@ use usbmuxd_testd::*;
 
 fn tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 macro_rules! require {
@@ -37,7 +40,12 @@ fn command(path: &PathBuf, d: &TestDaemon) -> Command {
 
 /// Runs to completion, killing the program if it takes longer than 20 s.
 fn run(mut cmd: Command) -> Output {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -64,14 +72,22 @@ impl Drop for Reaper {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn devices() -> DaemonConfig {
     DaemonConfig::new()
         .device(TestDevice::usb(3, UDID))
         .device(TestDevice::usb(5, UDID2))
-        .device(TestDevice::network(7, "00008030-0000111122223333", Ipv4Addr::LOCALHOST))
+        .device(TestDevice::network(
+            7,
+            "00008030-0000111122223333",
+            Ipv4Addr::LOCALHOST,
+        ))
 }
 
 #[test]
@@ -94,7 +110,10 @@ fn idevice_id_lists_usb_and_network_devices() {
     let first = &d.requests()[0];
     assert_eq!(first.message_type(), "ListDevices");
     assert_eq!(first.prog_name(), Some("idevice_id"));
-    assert_eq!(first.string("ClientVersionString"), Some("libusbmuxd 2.0.2"));
+    assert_eq!(
+        first.string("ClientVersionString"),
+        Some("libusbmuxd 2.0.2")
+    );
     assert_eq!(first.integer("kLibUSBMuxVersion"), Some(3));
     assert_eq!((first.version(), first.tag()), (1, 1));
 }
@@ -102,7 +121,11 @@ fn idevice_id_lists_usb_and_network_devices() {
 #[test]
 fn idevice_id_over_tcp() {
     let idevice_id = require!("idevice_id");
-    let d = TestDaemon::start(DaemonConfig { listen: Listen::Tcp("127.0.0.1:0".parse().unwrap()), ..devices() }).unwrap();
+    let d = TestDaemon::start(DaemonConfig {
+        listen: Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        ..devices()
+    })
+    .unwrap();
     let out = run({
         let mut c = command(&idevice_id, &d);
         c.arg("-l");
@@ -138,11 +161,18 @@ fn binary_only_daemon_makes_libusbmuxd_fall_back_to_version_0() {
         c.arg("-l");
         c
     });
-    eprintln!("idevice_id -l against a binary-only daemon: {:?}, stdout {:?}", out.status, stdout(&out));
+    eprintln!(
+        "idevice_id -l against a binary-only daemon: {:?}, stdout {:?}",
+        out.status,
+        stdout(&out)
+    );
     let log = d.requests();
     assert_eq!(log[0].message_type(), "ListDevices");
     assert_eq!(log[0].version(), 1);
-    let listen = log.iter().find(|r| r.message_type() == "LISTEN").expect("binary LISTEN after BADVERSION");
+    let listen = log
+        .iter()
+        .find(|r| r.message_type() == "LISTEN")
+        .expect("binary LISTEN after BADVERSION");
     assert_eq!(listen.version(), 0);
     assert!(listen.dict.is_none());
 }
@@ -151,7 +181,8 @@ fn binary_only_daemon_makes_libusbmuxd_fall_back_to_version_0() {
 fn ideviceinfo_reads_values_from_lockdownd() {
     let ideviceinfo = require!("ideviceinfo");
     let d = TestDaemon::start(
-        DaemonConfig::new().device(TestDevice::usb(3, UDID).with_lockdown_value("DeviceName", "Unit Test Phone")),
+        DaemonConfig::new()
+            .device(TestDevice::usb(3, UDID).with_lockdown_value("DeviceName", "Unit Test Phone")),
     )
     .unwrap();
     let out = run({
@@ -168,9 +199,16 @@ fn ideviceinfo_reads_values_from_lockdownd() {
         "ProductVersion: 15.8".into(),
         "DeviceClass: iPhone".into(),
     ] {
-        assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from:\n{text}"
+        );
     }
-    let connect = d.requests().into_iter().find(|r| r.message_type() == "Connect").unwrap();
+    let connect = d
+        .requests()
+        .into_iter()
+        .find(|r| r.message_type() == "Connect")
+        .unwrap();
     assert_eq!(connect.integer("PortNumber"), Some(32498));
     assert_eq!(connect.integer("DeviceID"), Some(3));
     assert_eq!(connect.prog_name(), Some("ideviceinfo"));
@@ -237,8 +275,15 @@ fn iproxy_relays_to_the_echo_service() {
     writer.join().unwrap();
     assert!(got == expect);
 
-    let connect = d.requests().into_iter().find(|r| r.message_type() == "Connect").unwrap();
-    assert_eq!(connect.integer("PortNumber"), Some((ECHO_PORT.swap_bytes()) as u64));
+    let connect = d
+        .requests()
+        .into_iter()
+        .find(|r| r.message_type() == "Connect")
+        .unwrap();
+    assert_eq!(
+        connect.integer("PortNumber"),
+        Some((ECHO_PORT.swap_bytes()) as u64)
+    );
     assert_eq!(connect.integer("DeviceID"), Some(3));
     assert_eq!(connect.prog_name(), Some("iproxy"));
 }
@@ -275,4 +320,38 @@ fn inetcat_relays_stdio_to_the_echo_service() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(status.success(), "{status:?}");
+}
+
+/// `iproxy -n` reaches a network device directly at its `NetworkAddress`, where a
+/// [`ServiceServer`] plays the device's service.
+#[test]
+fn iproxy_network_mode_connects_to_the_network_address() {
+    let iproxy = require!("iproxy");
+    let service = ServiceServer::start("127.0.0.1:0".parse().unwrap(), Service::Echo).unwrap();
+    let d = TestDaemon::start(devices()).unwrap();
+    let port = free_port();
+    let child = command(&iproxy, &d)
+        .args(["-n", &format!("{port}:{}", service.port())])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _reaper = Reaper(child);
+    let deadline = Instant::now() + TIMEOUT;
+    let mut s = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("iproxy does not listen: {e}"),
+        }
+    };
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"over the network").unwrap();
+    let mut back = [0u8; 16];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"over the network");
+    assert_eq!(service.stats().connections, 1);
+    // The daemon was only asked for the device list, never to Connect.
+    assert!(d.requests().iter().all(|r| r.message_type() != "Connect"));
 }
