@@ -111,7 +111,7 @@ CTEST_BINS += $(if $(CXX_AVAILABLE),$(foreach s,$(filter $(CTEST_ALSO_UPSTREAM),
 endif
 
 .PHONY: all libs bins headers pc install uninstall check check-headers check-exports \
-	test-rust c-tests c-tests-build e2e check-install clean distclean help FORCE
+	test-rust c-tests c-tests-build header-compat e2e check-install clean distclean help FORCE
 
 # ---- build ---------------------------------------------------------------------------
 all: libs pc
@@ -239,7 +239,20 @@ test-rust:
 # -- C tests
 c-tests-build: $(CTEST_BINS)
 
-c-tests: libs bins c-tests-build
+# The headers must also survive strict old language modes (compile only).
+HEADER_COMPAT_C_STDS ?= c89 c99 c11
+HEADER_COMPAT_CXX_STDS ?= c++98 c++11 c++17
+header-compat: $(HEADERS)
+	@for std in $(HEADER_COMPAT_C_STDS); do \
+	  echo "$(CC) -std=$$std -pedantic $(CTEST_WARN) -fsyntax-only c-tests/compat/include_both.c"; \
+	  $(CC) -std=$$std -pedantic $(CTEST_WARN) -Iinclude -fsyntax-only c-tests/compat/include_both.c || exit 1; \
+	done
+	@$(if $(CXX_AVAILABLE),for std in $(HEADER_COMPAT_CXX_STDS); do \
+	  echo "$(CXX) -x c++ -std=$$std -pedantic $(CTEST_WARN) -fsyntax-only c-tests/compat/include_both.c"; \
+	  $(CXX) -x c++ -std=$$std -pedantic $(CTEST_WARN) -Iinclude -fsyntax-only c-tests/compat/include_both.c || exit 1; \
+	done,true)
+
+c-tests: libs bins header-compat c-tests-build
 	@echo "== C tests"
 	@$(if $(HAVE_UPSTREAM),,echo "note: no upstream headers in $(UPSTREAM_INCLUDE); upstream builds skipped";) \
 	$(if $(CXX_AVAILABLE),,echo "note: $(CXX) not found; C++ builds skipped";) \

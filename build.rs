@@ -65,14 +65,19 @@ fn generate(root: &Path, input: &str, config: &str) -> String {
     tidy_typedefs(&String::from_utf8(buf).expect("cbindgen output is UTF-8"))
 }
 
-/// Makes the `style = "both"` output read like the upstream header:
+/// Makes the cbindgen output read like the upstream header:
 ///
 /// * a struct declared as `typedef struct X {...} X;` is referred to as plain `X`
 ///   (cbindgen writes `struct X` everywhere, which means the same thing);
 /// * enums are declared as plain `enum X {...};` with no typedef name, as upstream
-///   does (the API always spells them `enum X`).
+///   does (the API always spells them `enum X`);
+/// * no comma after the last enumerator and no `//` comment outside C++-only
+///   blocks, so the headers stay valid C89/C++98 even with `-pedantic`.
 fn tidy_typedefs(text: &str) -> String {
-    let mut out = text.to_owned();
+    let mut out = text
+        .replace("#endif // __cplusplus\n", "#endif /* __cplusplus */\n")
+        .replace("#endif  // __cplusplus\n", "#endif /* __cplusplus */\n")
+        .replace("}  // extern \"C\"\n", "} /* extern \"C\" */\n");
     for line in text.lines() {
         if let Some(name) = line.strip_prefix("typedef struct ").and_then(|l| l.strip_suffix(" {")) {
             out = out
@@ -84,7 +89,7 @@ fn tidy_typedefs(text: &str) -> String {
                 .replace(&format!("\n}} {name};\n"), "\n};\n");
         }
     }
-    out
+    out.replace(",\n};\n", "\n};\n")
 }
 
 /// Replaces `@USBMUXD_SOCKET_FILE@` (used in a hand-written conditional that cbindgen

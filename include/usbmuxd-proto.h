@@ -34,7 +34,7 @@ enum usbmuxd_result {
     RESULT_BADCOMMAND = 1,
     RESULT_BADDEV = 2,
     RESULT_CONNREFUSED = 3,
-    RESULT_BADVERSION = 6,
+    RESULT_BADVERSION = 6
 };
 
 enum usbmuxd_msgtype {
@@ -44,7 +44,7 @@ enum usbmuxd_msgtype {
     MESSAGE_DEVICE_ADD = 4,
     MESSAGE_DEVICE_REMOVE = 5,
     MESSAGE_DEVICE_PAIRED = 6,
-    MESSAGE_PLIST = 8,
+    MESSAGE_PLIST = 8
 };
 
 struct __attribute__((__packed__)) usbmuxd_header {

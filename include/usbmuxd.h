@@ -42,7 +42,7 @@ enum usbmux_lookup_options {
     /**
      * when a device is reachable both ways, return its network entry
      */
-    DEVICE_LOOKUP_PREFER_NETWORK = (1 << 3),
+    DEVICE_LOOKUP_PREFER_NETWORK = (1 << 3)
 };
 
 /**
@@ -50,7 +50,7 @@ enum usbmux_lookup_options {
  */
 enum usbmux_connection_type {
     CONNECTION_TYPE_USB = 1,
-    CONNECTION_TYPE_NETWORK = 2,
+    CONNECTION_TYPE_NETWORK = 2
 };
 
 /**
@@ -59,7 +59,7 @@ enum usbmux_connection_type {
 enum usbmuxd_event_type {
     UE_DEVICE_ADD = 1,
     UE_DEVICE_REMOVE = 2,
-    UE_DEVICE_PAIRED = 3,
+    UE_DEVICE_PAIRED = 3
 };
 
 /**
@@ -96,7 +96,7 @@ typedef void (*usbmuxd_event_cb_t)(const usbmuxd_event_t *event, void *user_data
 
 #ifdef __cplusplus
 extern "C" {
-#endif // __cplusplus
+#endif /* __cplusplus */
 
 /**
  * Sets the debug level: messages of that level and below go to stderr
@@ -291,7 +291,7 @@ USBMUXD_API int usbmuxd_save_pair_record(const char *record_id, const char *reco
 USBMUXD_API int usbmuxd_delete_pair_record(const char *record_id);
 
 #ifdef __cplusplus
-}  // extern "C"
-#endif  // __cplusplus
+} /* extern "C" */
+#endif /* __cplusplus */
 
 #endif  /* USBMUXD_H */
