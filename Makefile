@@ -12,7 +12,8 @@
 #   make help       shows this text
 #
 # The steps of `make check`, also usable alone: check-headers, check-exports,
-# test-rust, c-tests, e2e, check-install.
+# test-rust, c-tests, e2e, check-install. Extra: header-compat (part of c-tests),
+# c-tests-valgrind.
 #
 # Exported symbols: exports/*.map are the single source of truth (linker version
 # scripts, also read by `make check-exports`).
@@ -111,7 +112,7 @@ CTEST_BINS += $(if $(CXX_AVAILABLE),$(foreach s,$(filter $(CTEST_ALSO_UPSTREAM),
 endif
 
 .PHONY: all libs bins headers pc install uninstall check check-headers check-exports \
-	test-rust c-tests c-tests-build header-compat e2e check-install clean distclean help FORCE
+	test-rust c-tests c-tests-build c-tests-valgrind header-compat e2e check-install clean distclean help FORCE
 
 # ---- build ---------------------------------------------------------------------------
 all: libs pc
@@ -155,10 +156,10 @@ pc_includedir = $(patsubst $(prefix)/%,$${prefix}/%,$(includedir))
 
 pc: $(PC)
 $(PC): pkgconfig/$(LIBNAME).pc.in FORCE | $(BUILD)
-	sed -e 's|@prefix@|$(prefix)|g' -e 's|@exec_prefix@|$(pc_exec_prefix)|g' \
+	@sed -e 's|@prefix@|$(prefix)|g' -e 's|@exec_prefix@|$(pc_exec_prefix)|g' \
 	    -e 's|@libdir@|$(pc_libdir)|g' -e 's|@includedir@|$(pc_includedir)|g' \
 	    -e 's|@VERSION@|$(VERSION)|g' $< > $@.tmp
-	if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@ && echo "generated $@ (prefix $(prefix), libdir $(libdir))"; fi
 
 # Regenerate include/*.h from src/ffi (normally build.rs already keeps them current).
 headers:
@@ -259,11 +260,18 @@ c-tests: libs bins header-compat c-tests-build
 	pass=0; fail=0; failed=; \
 	for t in $(CTEST_BINS); do \
 	  echo "-- $$t"; \
-	  if $(TEST_ENV) timeout $(TEST_TIMEOUT) ./$$t; then pass=$$((pass+1)); \
+	  if $(TEST_ENV) timeout $(TEST_TIMEOUT) $(CTEST_WRAPPER) ./$$t; then pass=$$((pass+1)); \
 	  else echo "FAILED: $$t"; fail=$$((fail+1)); failed="$$failed $$t"; fi; \
 	done; \
 	echo "c-tests: $$pass passed, $$fail failed"; \
 	if [ $$fail -ne 0 ]; then echo "failed:$$failed" >&2; exit 1; fi
+
+# `make c-tests-valgrind`: the same C tests, each run under valgrind (memory errors
+# and definite leaks fail the test). Not part of `make check`.
+VALGRIND ?= valgrind
+VALGRIND_FLAGS ?= -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-possibly-lost=no
+c-tests-valgrind:
+	+$(MAKE) --no-print-directory c-tests CTEST_WRAPPER="$(VALGRIND) $(VALGRIND_FLAGS)"
 
 CTEST_LINK_OURS = -L$(BUILD) -lusbmuxd-2.0 -pthread $(CTEST_LDLIBS_$(notdir $@))
 CTEST_LINK_UPSTREAM = -L$(BUILD) -l:$(SONAME6) -pthread $(CTEST_LDLIBS_$(notdir $@))
