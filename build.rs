@@ -40,7 +40,7 @@ fn main() {
         // is not an error: the build itself does not need the header.
         let committed = root.join("include").join(name);
         match fs::create_dir_all(root.join("include")).and_then(|_| write_if_changed(&committed, &text)) {
-            Ok(true) => println!("cargo:warning=regenerated include/{name} (commit it)"),
+            Ok(true) => println!("cargo:warning=include/{name} updated from the Rust sources (make sure it is committed)"),
             Ok(false) => {}
             Err(e) => println!("cargo:warning=could not update include/{name}: {e}"),
         }
