@@ -7,7 +7,8 @@ pub mod api;
 pub mod transport;
 
 use crate::error::{Error, Result};
-use crate::proto::{ClientInfo, DaemonMessage, Request};
+use crate::proto::{frame, msgtype, plist_to_xml, ClientInfo, DaemonMessage, Request, VERSION_PLIST};
+use std::borrow::Cow;
 use address::DaemonAddress;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -66,6 +67,21 @@ fn program_name() -> Option<String> {
     })
 }
 
+/// The XML payload of a plist request. Requests without arguments are the same for the
+/// whole life of the process (the tag lives in the header), so they are serialised once.
+fn plist_payload(request: &Request) -> Cow<'static, [u8]> {
+    static LISTEN: OnceLock<Vec<u8>> = OnceLock::new();
+    static LIST_DEVICES: OnceLock<Vec<u8>> = OnceLock::new();
+    static READ_BUID: OnceLock<Vec<u8>> = OnceLock::new();
+    let cache = match request {
+        Request::Listen => &LISTEN,
+        Request::ListDevices => &LIST_DEVICES,
+        Request::ReadBuid => &READ_BUID,
+        _ => return Cow::Owned(plist_to_xml(&request.to_dict(client_info()))),
+    };
+    Cow::Borrowed(cache.get_or_init(|| plist_to_xml(&request.to_dict(client_info()))))
+}
+
 /// A reply to a request, as the result reader sees it.
 #[derive(Debug)]
 pub(crate) enum Reply {
@@ -107,7 +123,10 @@ impl DaemonConn {
         let tag = TAG.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let bytes = match self.is_binary().then(|| request.encode_binary(tag)).flatten() {
             Some(b) => b,
-            None => request.encode_plist(client_info(), tag),
+            None => {
+                let payload = plist_payload(request);
+                frame(VERSION_PLIST, msgtype::PLIST, tag, &payload)
+            }
         };
         self.stream.write_all_timeout(&bytes, REPLY_TIMEOUT)?;
         Ok(tag)

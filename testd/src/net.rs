@@ -111,6 +111,15 @@ impl Drop for Listener {
     }
 }
 
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Listener::Unix { listener, .. } => listener.as_fd(),
+            Listener::Tcp(l) => l.as_fd(),
+        }
+    }
+}
+
 impl Listener {
     /// Binds to `addr`. A stale UNIX socket file (left by a killed daemon) is replaced;
     /// any other existing file is an error rather than being deleted.

@@ -1,6 +1,7 @@
 //! Thread plumbing shared by the daemon and [`crate::ServiceServer`]: an accept loop that
 //! can be stopped, and a set of connection threads that can all be woken and joined.
 
+use rustix::event::{PollFd, PollFlags, Timespec};
 use crate::net::{Listener, Stream};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -100,13 +101,14 @@ impl ConnectionSet {
 }
 
 /// How often the accept loop looks at its stop flag when no client is connecting.
-const ACCEPT_POLL: Duration = Duration::from_millis(5);
+const ACCEPT_POLL: Duration = Duration::from_millis(20);
 
 /// A thread accepting connections until stopped.
 ///
-/// The listener is non-blocking and polled: std cannot interrupt a blocking `accept`, and
-/// waking it by connecting to our own address is unreliable (another daemon may have
-/// taken over a UNIX socket path in the meantime).
+/// The listener is non-blocking; the loop waits for it with `poll` and a short timeout
+/// to look at its stop flag: std cannot interrupt a blocking `accept`, and waking it by
+/// connecting to our own address is unreliable (another daemon may have taken over a
+/// UNIX socket path in the meantime). A client is accepted as soon as it connects.
 pub(crate) struct AcceptLoop {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -127,8 +129,15 @@ impl AcceptLoop {
                 while !flag.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok(stream) => on_accept(stream),
-                        // WouldBlock, or EMFILE and friends: wait rather than spin.
-                        Err(_) => std::thread::sleep(ACCEPT_POLL),
+                        // WouldBlock: wait for the next client (or the stop flag). EMFILE
+                        // and friends: the same wait keeps us from spinning.
+                        Err(_) => {
+                            let mut fds = [PollFd::new(&listener, PollFlags::IN)];
+                            let timeout = Timespec::try_from(ACCEPT_POLL).expect("small duration");
+                            if rustix::event::poll(&mut fds, Some(&timeout)).is_err() {
+                                std::thread::sleep(ACCEPT_POLL);
+                            }
+                        }
                     }
                 }
             })?;

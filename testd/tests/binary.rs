@@ -185,7 +185,15 @@ fn control_commands_drive_events_and_misbehaviour() {
     assert_eq!(c.read_result(), 0);
     c.send(b"hi");
     assert_eq!(c.read_exact(2), b"hi");
-    assert_eq!(t.ok("stats 3 7"), "connections=1 received=2 sent=2");
+    // The echo service counts a chunk as sent after writing it: the client may see the
+    // bytes a moment before the counter moves.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut stats = t.ok("stats 3 7");
+    while stats != "connections=1 received=2 sent=2" && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        stats = t.ok("stats 3 7");
+    }
+    assert_eq!(stats, "connections=1 received=2 sent=2");
 
     // The request log.
     let log = t.cmd("log");
