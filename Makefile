@@ -67,7 +67,7 @@ HEADERS := include/usbmuxd.h include/usbmuxd-proto.h
 # staticlib -- --print native-static-libs`); --as-needed drops the unused ones and
 # --no-undefined makes a missing one a link error.
 RUST_NATIVE_LIBS ?= -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
-SO_LDFLAGS := -shared -Wl,-z,now -Wl,-z,relro -Wl,--gc-sections -Wl,--no-undefined -Wl,-O1
+SO_LDFLAGS := -shared -Wl,-z,now -Wl,-z,relro -Wl,--gc-sections -Wl,--no-undefined -Wl,-O1 -Wl,--strip-debug
 
 # Workspace binaries (names), and those `make install` installs: all but test helpers.
 cargo_bins = $(shell $(CARGO) metadata --no-deps --format-version 1 2>/dev/null \
@@ -112,7 +112,7 @@ CTEST_BINS += $(if $(CXX_AVAILABLE),$(foreach s,$(filter $(CTEST_ALSO_UPSTREAM),
 endif
 
 .PHONY: all libs bins headers pc install uninstall check check-headers check-exports \
-	test-rust c-tests c-tests-build c-tests-valgrind header-compat e2e check-install clean distclean help FORCE
+	test-rust c-tests c-tests-build c-tests-valgrind header-compat e2e check-install bench clean distclean help FORCE
 
 # ---- build ---------------------------------------------------------------------------
 all: libs pc
@@ -318,6 +318,13 @@ check-install: all
 	CC="$(CC)" PKG_CONFIG="$(PKG_CONFIG)" MAKE="$(MAKE)" prefix="$(prefix)" libdir="$(libdir)" \
 	  PKGCONFIGDIR="$(PKGCONFIGDIR)" includedir="$(includedir)" VERSION="$(VERSION)" \
 	  scripts/check-install.sh
+
+# ---- benchmark ---------------------------------------------------------------------------
+# Our library against Debian's libusbmuxd6 through the C API, same test daemon, one run.
+BENCH_MIB ?= 512
+BENCH_ITER ?= 3000
+bench: all bins
+	bench/run.sh $(BENCH_MIB) $(BENCH_ITER)
 
 # ---- misc ------------------------------------------------------------------------------
 clean:
