@@ -112,7 +112,7 @@ CTEST_BINS += $(if $(CXX_AVAILABLE),$(foreach s,$(filter $(CTEST_ALSO_UPSTREAM),
 endif
 
 .PHONY: all libs bins headers pc install uninstall check check-headers check-exports \
-	test-rust c-tests c-tests-build c-tests-valgrind header-compat e2e check-install bench clean distclean help FORCE
+	test-rust c-tests c-tests-build c-tests-valgrind header-compat e2e check-install bench demo clean distclean help FORCE
 
 # ---- build ---------------------------------------------------------------------------
 all: libs pc
@@ -325,6 +325,10 @@ BENCH_MIB ?= 512
 BENCH_ITER ?= 3000
 bench: all bins
 	bench/run.sh $(BENCH_MIB) $(BENCH_ITER)
+
+# Debian's idevice_id / ideviceinfo on our library, against a simulated device.
+demo: all bins
+	BUILD_DIR=$(abspath $(BUILD)) scripts/demo.sh
 
 # ---- misc ------------------------------------------------------------------------------
 clean:
