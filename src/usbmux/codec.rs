@@ -196,7 +196,8 @@ impl MuxHeader {
         Ok(MuxHeader { protocol, length, counters })
     }
 
-    fn encode_into(&self, out: &mut Vec<u8>) {
+    /// Appends the encoded header to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.protocol.number().to_be_bytes());
         out.extend_from_slice(&self.length.to_be_bytes());
         if let Some((tx, rx)) = self.counters {
@@ -357,45 +358,83 @@ impl Reassembler {
     /// next chunk starts afresh.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, CodecError> {
         let mut out = Vec::new();
+        self.feed(chunk, |p| out.push(p.to_vec()))?;
+        Ok(out)
+    }
+
+    /// Like [`push`](Self::push), but hands each complete packet to `on_packet` as a slice,
+    /// without copying packets that arrive whole inside one chunk (the hot path).
+    pub fn feed(&mut self, chunk: &[u8], mut on_packet: impl FnMut(&[u8])) -> Result<(), CodecError> {
         if chunk.is_empty() {
-            return Ok(out);
+            return Ok(());
         }
-        self.pending.extend_from_slice(chunk);
         let short_transfer = self.usb_read_size.is_some_and(|size| chunk.len() < size);
-        loop {
-            let Some(field) = MuxHeader::peek_length(&self.pending) else {
-                if short_transfer {
-                    // A transfer ended inside a header: nothing more of it will come.
-                    let len = self.pending.len();
-                    self.pending.clear();
-                    return Err(CodecError::Short { len, need: SHORT_HEADER_LEN });
+        let mut rest = chunk;
+        if !self.pending.is_empty() {
+            // Complete the pending packet first (copying only what it needs).
+            loop {
+                let have = self.pending.len();
+                let Some(field) = MuxHeader::peek_length(&self.pending) else {
+                    let take = (8 - have).min(rest.len());
+                    self.pending.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                    if self.pending.len() < 8 {
+                        return self.incomplete(short_transfer);
+                    }
+                    continue;
+                };
+                let field = Self::check_length(field).inspect_err(|_| self.pending.clear())?;
+                let take = (field - have).min(rest.len());
+                self.pending.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if self.pending.len() < field {
+                    return self.incomplete(short_transfer);
                 }
-                return Ok(out);
-            };
-            let field = field as usize;
-            if field < SHORT_HEADER_LEN {
+                on_packet(&self.pending);
                 self.pending.clear();
-                return Err(CodecError::Short { len: field, need: SHORT_HEADER_LEN });
+                break;
             }
-            if field > MAX_IN_PACKET {
-                self.pending.clear();
-                return Err(CodecError::TooLarge(field));
-            }
-            if self.pending.len() >= field {
-                let rest = self.pending.split_off(field);
-                out.push(std::mem::replace(&mut self.pending, rest));
-                if self.pending.is_empty() {
-                    return Ok(out);
-                }
-                continue;
-            }
-            if short_transfer {
-                let actual = self.pending.len();
-                self.pending.clear();
-                return Err(CodecError::LengthMismatch { field: field as u32, actual });
-            }
-            return Ok(out);
         }
+        while !rest.is_empty() {
+            let Some(field) = MuxHeader::peek_length(rest) else { break };
+            let field = Self::check_length(field)?;
+            if rest.len() < field {
+                break;
+            }
+            on_packet(&rest[..field]);
+            rest = &rest[field..];
+        }
+        if !rest.is_empty() {
+            self.pending.extend_from_slice(rest);
+            return self.incomplete(short_transfer);
+        }
+        Ok(())
+    }
+
+    fn check_length(field: u32) -> Result<usize, CodecError> {
+        let field = field as usize;
+        if field < SHORT_HEADER_LEN {
+            return Err(CodecError::Short { len: field, need: SHORT_HEADER_LEN });
+        }
+        if field > MAX_IN_PACKET {
+            return Err(CodecError::TooLarge(field));
+        }
+        Ok(field)
+    }
+
+    /// A packet is still incomplete at the end of a chunk: fine on a stream; over USB a
+    /// short transfer means nothing more of it will come.
+    fn incomplete(&mut self, short_transfer: bool) -> Result<(), CodecError> {
+        if !short_transfer {
+            return Ok(());
+        }
+        let actual = self.pending.len();
+        let field = MuxHeader::peek_length(&self.pending);
+        self.pending.clear();
+        Err(match field {
+            Some(field) => CodecError::LengthMismatch { field, actual },
+            None => CodecError::Short { len: actual, need: SHORT_HEADER_LEN },
+        })
     }
 }
 
