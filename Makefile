@@ -298,8 +298,8 @@ $(UPSTREAM_COPY)/%.h: $(UPSTREAM_INCLUDE)/%.h
 	@mkdir -p $(@D)
 	cp $< $@
 
-# -- end-to-end scripts written by others: tests/e2e/*.sh, each run with bash
-E2E_SCRIPTS := $(sort $(wildcard tests/e2e/*.sh))
+# -- end-to-end scripts: tests/e2e/*.sh (lib.sh is their shared helper), each run with bash
+E2E_SCRIPTS := $(sort $(filter-out tests/e2e/lib.sh,$(wildcard tests/e2e/*.sh)))
 e2e: libs bins
 	@echo "== e2e scripts"
 	@$(if $(E2E_SCRIPTS),,echo "e2e: no scripts in tests/e2e"; exit 0;) \

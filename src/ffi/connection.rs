@@ -1,6 +1,6 @@
 //! Connections to device ports: connect, send, receive, disconnect.
 
-use super::guard;
+use super::{guard, set_errno};
 use crate::client::api;
 use crate::proto::result;
 use crate::Error;
@@ -29,12 +29,14 @@ pub extern "C" fn usbmuxd_connect(handle: u32, tcp_port: c_ushort) -> c_int {
             }
             Err(e) => {
                 crate::debug!(1, "usbmuxd_connect", "Connection to device {handle} port {tcp_port} failed: {e}");
-                match e {
+                let ret = match e {
                     Error::DaemonUnreachable(_) => e.neg_errno(),
                     Error::DaemonResult(result::BADDEV) => -libc::ENODEV,
                     Error::DaemonResult(result::CONNREFUSED) => -libc::ECONNREFUSED,
                     _ => -libc::EBADF,
-                }
+                };
+                set_errno(-ret);
+                ret
             }
         }
     })

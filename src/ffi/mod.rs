@@ -31,6 +31,13 @@ fn guard<T>(function: &str, on_panic: T, f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Sets the caller's `errno` (programs such as iproxy print `strerror(errno)` after a
+/// failed call; it should name the real cause, not whatever a retried read left there).
+fn set_errno(value: i32) {
+    // SAFETY: __errno_location returns the calling thread's errno slot, always valid.
+    unsafe { *libc::__errno_location() = value };
+}
+
 /// Copies `bytes` into a new `malloc` block the caller releases with `free()`.
 /// `nul` appends a terminating NUL. Null on allocation failure.
 fn malloc_copy(bytes: &[u8], nul: bool) -> *mut u8 {
