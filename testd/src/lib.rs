@@ -23,7 +23,8 @@
 //!   the open-source daemon ([`ProtocolMode::Plist`]) or like an old binary-only one;
 //!   runtime control of devices and events, stop/restart, a request log.
 //! * [`TestDevice`] and [`Service`] — devices and what answers on their ports after
-//!   `Connect` (echo, sink, source, close, a minimal [`lockdownd`]).
+//!   `Connect` (echo, sink, source, close, a minimal [`lockdownd`] — the one of the
+//!   `usbmux-sim` crate, served over the daemon's sockets).
 //! * [`Misbehaviour`] — broken replies for error-path tests.
 //! * [`ServiceServer`] — a service on a plain TCP port, to play a network device.
 //! * [`control`] and [`cli`] — the line protocol and command line of the
@@ -34,7 +35,6 @@ mod config;
 mod connection;
 pub mod control;
 mod daemon;
-pub mod lockdownd;
 mod log;
 pub mod misbehaviour;
 mod net;
@@ -53,4 +53,7 @@ pub use log::LoggedRequest;
 pub use misbehaviour::{Misbehaviour, RequestKind, Times};
 pub use net::BoundAddress;
 pub use pairing::valid_record_id;
-pub use services::{source_bytes, source_pattern, ServiceServer, ServiceStats};
+pub use services::{ServiceServer, ServiceStats};
+/// The minimal lockdownd the devices serve (from the `usbmux-sim` crate).
+pub use usbmux_sim::services::lockdownd;
+pub use usbmux_sim::services::{source_bytes, source_pattern};

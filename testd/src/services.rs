@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
+use usbmux_sim::services::{lockdownd, source_pattern, Lockdownd, Service as _, ServiceStatus};
 
 /// Traffic of one service (one device port), over all its connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,17 +59,6 @@ impl Counters {
     }
 }
 
-/// Byte `offset` of what [`Service::Source`] sends: `offset % 251` (a prime, so that
-/// chunks lost or repeated at power-of-two boundaries change the data).
-pub fn source_pattern(offset: u64) -> u8 {
-    (offset % 251) as u8
-}
-
-/// The first `n` bytes [`Service::Source`] sends.
-pub fn source_bytes(n: usize) -> Vec<u8> {
-    (0..n as u64).map(source_pattern).collect()
-}
-
 /// Serves one connection until the service is done or the client goes away.
 pub(crate) fn run(service: &Service, mut stream: Stream, device: &TestDevice, counters: &Counters) {
     counters.connections.fetch_add(1, Ordering::SeqCst);
@@ -80,7 +70,7 @@ pub(crate) fn run(service: &Service, mut stream: Stream, device: &TestDevice, co
             stream.shutdown(Shutdown::Both);
             Ok(())
         }
-        Service::Lockdownd => crate::lockdownd::serve(&mut stream, device, counters),
+        Service::Lockdownd => serve_lockdownd(&mut stream, device, counters),
     };
 }
 
@@ -93,6 +83,47 @@ fn drain(stream: &mut Stream, counters: &Counters) -> io::Result<()> {
             Ok(n) => counters.add_received(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The values lockdownd reports for `device`: the defaults for its UDID, then its
+/// `lockdown_values` overrides.
+fn lockdownd_values(device: &TestDevice) -> Dictionary {
+    let mut values = lockdownd::default_values(&device.udid);
+    for (k, v) in &device.lockdown_values {
+        values.insert(k.clone(), v.clone());
+    }
+    values
+}
+
+/// Serves [`Lockdownd`] on a socket until the client closes, says Goodbye or sends
+/// garbage (then the connection is closed).
+fn serve_lockdownd(stream: &mut Stream, device: &TestDevice, counters: &Counters) -> io::Result<()> {
+    let mut service = Lockdownd::new(lockdownd_values(device));
+    let mut buf = vec![0u8; 65536];
+    let mut out = Vec::new();
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        counters.add_received(n);
+        let seen = service.requests().len();
+        service.on_data(&buf[..n]);
+        for request in &service.requests()[seen..] {
+            counters.record_lockdownd_request(request);
+        }
+        out.clear();
+        service.poll_output(&mut out, usize::MAX);
+        stream.write_all(&out)?;
+        counters.add_sent(out.len());
+        match service.status() {
+            ServiceStatus::Open => {}
+            ServiceStatus::Close => return Ok(()),
+            ServiceStatus::Abort(why) => return Err(io::Error::new(io::ErrorKind::InvalidData, why)),
         }
     }
 }
@@ -227,16 +258,10 @@ impl Drop for ServiceServer {
 mod tests {
     use super::*;
     use std::net::TcpStream;
+    use usbmux_sim::services::source_bytes;
 
     fn local() -> SocketAddr {
         "127.0.0.1:0".parse().unwrap()
-    }
-
-    #[test]
-    fn pattern() {
-        assert_eq!(source_bytes(3), [0, 1, 2]);
-        assert_eq!(source_pattern(251), 0);
-        assert_eq!(source_pattern(252), 1);
     }
 
     #[test]
