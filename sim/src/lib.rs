@@ -26,6 +26,8 @@
 //! assert_eq!((header.flags, header.seq, header.ack), (flags::SYN | flags::ACK, 0, 1));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod connection;
 pub mod device;
@@ -42,3 +44,13 @@ pub use device::{control, DeviceGone, SimDevice};
 pub use event::{CloseCause, DropReason, Event, MuxState, ResetReason};
 pub use misbehaviour::{AckCoalescing, AckEvery, Direction, Misbehaviour, ResetAfter};
 pub use services::{Echo, Lockdownd, Service, ServiceContext, ServiceStatus, Sink, Source};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn device_is_send() {
+        fn send<T: Send>() {}
+        send::<crate::SimDevice>();
+        send::<crate::DeviceConfig>();
+    }
+}

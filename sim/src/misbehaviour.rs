@@ -154,9 +154,9 @@ pub enum Direction {
 ///   host receives exactly the bytes up to the count (the device cuts its last data
 ///   packet short), immediately followed by an RST carrying `reason`;
 /// * [`Direction::FromHost`] (or `Both` when the host's input crosses the count): the
-///   packet that reaches the count is accepted and delivered to the service, then the
-///   device sends the RST carrying `reason` (unacknowledged data in that packet stays
-///   unacknowledged).
+///   packet that reaches the count is accepted (and delivered as far as the service
+///   takes it), then the device sends the RST carrying `reason` without acknowledging
+///   that packet's data.
 ///
 /// With `bytes == 0` every matching connection is reset right after its handshake.
 /// The device reports [`crate::Event::Closed`] with [`crate::ResetReason::Injected`].
