@@ -262,7 +262,8 @@ impl SimDevice {
             Err(e) => return self.drop_packet(DropReason::Malformed(e)),
         };
         if let Some((tx, _)) = header.counters {
-            if let Some(expected) = self.expected_host_tx {
+            // SETUP restarts the host's counter; anything else must follow on.
+            if let (Some(expected), false) = (self.expected_host_tx, matches!(packet, Packet::Setup(_))) {
                 if tx != expected {
                     self.events.push_back(Event::MuxCounterGap { expected, got: tx });
                 }

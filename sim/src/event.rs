@@ -80,7 +80,8 @@ pub enum Event {
         flags: u8,
     },
     /// The host's mux `tx_seq` did not follow its previous one (a lost or repeated
-    /// packet). Only reported: the device goes on.
+    /// packet; SETUP, which restarts the counter, excepted). Only reported: the device
+    /// goes on.
     MuxCounterGap {
         /// Previous `tx_seq` + 1.
         expected: u16,

@@ -440,6 +440,15 @@ fn mux_counters() {
     c.send_data(host, &mut dev, b"pong");
     assert_eq!(&c.received[4..], b"pong");
     assert!(events(&mut dev).contains(&Event::MuxCounterGap { expected: 4, got: 5 }));
+    // A second SETUP restarts both sides' counters without complaint.
+    host.tx = 0;
+    host.send(&mut dev, &Packet::Setup(vec![7]));
+    c.send_data(host, &mut dev, b"x");
+    let ev = events(&mut dev);
+    assert_eq!(ev[0], Event::Setup { payload: vec![7] });
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(c.received.last(), Some(&b'x'));
+    assert_eq!(host.rx, 1);
 }
 
 #[test]
