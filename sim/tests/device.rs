@@ -590,3 +590,43 @@ fn runtime_listen_reset_and_downcast() {
     host.send_tcp(&mut dev, tcp(3, 9, 0, 0, flags::SYN, WINDOW), &[]);
     assert_eq!(host.recv_one(&mut dev).tcp().0.flags, RESET_FLAGS);
 }
+
+#[test]
+fn device_packets_fit_the_hosts_16k_usb_reads() {
+    use usbmuxd::usbmux::codec::{Reassembler, USB_READ_SIZE};
+    for (max_segment, largest) in [(DEFAULT_MAX_SEGMENT, 49152), (100_000, 65536), (1000, 1036)] {
+        let config = DeviceConfig::new().max_segment(max_segment).listen(19, |_| Source::new(300_000));
+        let mut dev = SimDevice::new(config);
+        let host = &mut Host::new();
+        host.start_v2(&mut dev);
+        host.send_tcp(&mut dev, tcp(1, 19, 0, 0, flags::SYN, WINDOW), &[]);
+        host.recv_one(&mut dev);
+        let mut acked = 1u32;
+        let mut data = Vec::new();
+        let mut sizes = Vec::new();
+        'session: loop {
+            host.send_tcp(&mut dev, tcp(1, 19, 1, acked, flags::ACK, WINDOW), &[]);
+            let mut any = false;
+            let mut r = Reassembler::usb(USB_READ_SIZE);
+            while let Some(transfer) = dev.poll_transmit() {
+                any = true;
+                let mut packets = Vec::new();
+                for read in transfer.chunks(USB_READ_SIZE) {
+                    packets.extend(r.push(read).unwrap());
+                }
+                assert_eq!(packets.len(), 1);
+                sizes.push(transfer.len());
+                let got = host.decode(&packets[0]);
+                let (h, payload) = got.tcp();
+                if h.flags & flags::RST != 0 {
+                    assert_eq!(data, source_bytes(300_000));
+                    assert_eq!(*sizes.iter().max().unwrap(), largest);
+                    break 'session;
+                }
+                data.extend_from_slice(payload);
+            }
+            assert!(any, "device stalled");
+            acked = 1 + data.len() as u32;
+        }
+    }
+}
