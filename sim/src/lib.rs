@@ -32,6 +32,7 @@ pub mod config;
 pub mod connection;
 pub mod device;
 pub mod event;
+pub mod link;
 pub mod misbehaviour;
 pub mod services;
 
@@ -42,6 +43,7 @@ pub use config::{
 pub use connection::{ConnectionId, ConnectionInfo, ConnectionState, ConnectionStats, RESET_FLAGS};
 pub use device::{control, DeviceGone, SimDevice};
 pub use event::{CloseCause, DropReason, Event, MuxState, ResetReason};
+pub use link::{Link, LinkStats};
 pub use misbehaviour::{AckCoalescing, AckEvery, Direction, Misbehaviour, ResetAfter};
 pub use services::{Echo, Lockdownd, Service, ServiceContext, ServiceStatus, Sink, Source};
 
