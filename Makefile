@@ -265,6 +265,11 @@ c-tests: libs bins header-compat c-tests-build
 	done; \
 	echo "c-tests: $$pass passed, $$fail failed"; \
 	if [ $$fail -ne 0 ]; then echo "failed:$$failed" >&2; exit 1; fi
+	@echo "== C tests under valgrind (memory errors and leaks fail)"
+	@$(TEST_ENV) c-tests/run-valgrind.sh $(addprefix $(BUILD)/c-tests/,$(VALGRIND_CTESTS))
+
+# Part of `make check`: these C tests again under valgrind (c-tests/run-valgrind.sh).
+VALGRIND_CTESTS ?= test_device_list test_pair test_events
 
 # `make c-tests-valgrind`: the same C tests, each run under valgrind (memory errors
 # and definite leaks fail the test). Not part of `make check`.

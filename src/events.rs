@@ -68,6 +68,10 @@ struct DeliveryState {
     active: bool,
     /// The thread currently inside this subscriber's callback, and how deep.
     busy: Option<(ThreadId, u32)>,
+    /// The devices this subscriber has been given ADD for and no REMOVE yet: its own view,
+    /// from which its REMOVE replay on unsubscribe is made, so that it always sees a
+    /// consistent life cycle whatever the listener did meanwhile.
+    known: Vec<DeviceRecord>,
 }
 
 struct Subscriber {
@@ -109,7 +113,25 @@ impl Subscriber {
         self.idle.notify_all();
     }
 
+    /// Records the event in this subscriber's view and runs the callback, unless the
+    /// event concerns a device this subscriber was never told about.
     fn call(&self, event: &Event) {
+        {
+            let mut st = self.state.lock();
+            let pos = st.known.iter().position(|d| d.handle == event.device.handle);
+            match (event.kind, pos) {
+                (EventKind::Add, _) => st.known.push(event.device.clone()),
+                (EventKind::Remove, Some(pos)) => {
+                    st.known.remove(pos);
+                }
+                (EventKind::Paired, Some(_)) => {}
+                (_, None) => return,
+            }
+        }
+        self.invoke(event);
+    }
+
+    fn invoke(&self, event: &Event) {
         // A panicking Rust callback must not take the listener thread down with it.
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.callback)(event))).is_err() {
             crate::debug!(0, "device_monitor", "an event callback panicked; event dropped");
@@ -123,8 +145,9 @@ impl Subscriber {
         }
     }
 
-    /// Deactivates the subscriber and waits until no other thread is inside its callback.
-    fn deactivate(&self) {
+    /// Deactivates the subscriber, waits until no other thread is inside its callback,
+    /// and returns the devices it still knows.
+    fn deactivate(&self) -> Vec<DeviceRecord> {
         let me = thread::current().id();
         let mut st = self.state.lock();
         st.active = false;
@@ -133,6 +156,7 @@ impl Subscriber {
         while matches!(st.busy, Some((t, _)) if t != me) {
             self.idle.wait(&mut st);
         }
+        std::mem::take(&mut st.known)
     }
 }
 
@@ -215,7 +239,7 @@ pub fn subscribe(callback: impl Fn(&Event) + Send + Sync + 'static) -> Result<Su
     let subscriber = Arc::new(Subscriber {
         callback: Box::new(callback),
         // Marked busy by this thread until the replay is done, so live events wait.
-        state: Mutex::new(DeliveryState { active: true, busy: Some((me, 1)) }),
+        state: Mutex::new(DeliveryState { active: true, busy: Some((me, 1)), known: Vec::new() }),
         idle: Condvar::new(),
     });
     let replay = {
@@ -251,25 +275,22 @@ impl Subscription {
     }
 
     fn remove(&self) {
-        let (devices, stopping) = {
+        let stopping = {
             let mut l = LISTENER.lock();
             let Some(pos) = l.subscribers.iter().position(|s| Arc::ptr_eq(s, &self.subscriber)) else {
                 return;
             };
             l.subscribers.remove(pos);
-            let devices = l.devices.clone();
-            let stopping = if l.subscribers.is_empty() {
+            if l.subscribers.is_empty() {
                 l.generation += 1;
                 l.devices.clear();
                 l.thread.take()
             } else {
                 None
-            };
-            (devices, stopping)
+            }
         };
-        self.subscriber.deactivate();
-        for device in devices {
-            self.subscriber.call(&Event { kind: EventKind::Remove, device });
+        for device in self.subscriber.deactivate() {
+            self.subscriber.invoke(&Event { kind: EventKind::Remove, device });
         }
         if let Some(t) = stopping {
             t.stop.set();

@@ -155,7 +155,7 @@ fn source_data_arrives_whole_and_eof_is_reported() {
 
 #[test]
 fn pair_records_and_buid() {
-    let _f = usb_daemon();
+    let f = usb_daemon();
     let buid = usbmuxd::read_buid().unwrap().unwrap();
     assert_eq!(buid.len(), 36);
     assert_eq!(usbmuxd::read_buid().unwrap().unwrap(), buid, "stable");
@@ -167,7 +167,12 @@ fn pair_records_and_buid() {
     usbmuxd::delete_pair_record(UDID).unwrap();
     assert!(matches!(usbmuxd::read_pair_record(UDID), Err(Error::DaemonResult(2))));
     assert!(matches!(usbmuxd::delete_pair_record(UDID), Err(Error::DaemonResult(2))));
-    assert!(matches!(usbmuxd::save_pair_record("../evil", &record, 0), Err(Error::DaemonResult(22))));
+    // Refused before anything is sent: the id could name a path outside the record store.
+    f.daemon.clear_requests();
+    assert!(matches!(usbmuxd::save_pair_record("../evil", &record, 0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(usbmuxd::read_pair_record("../lockdown/SystemConfiguration"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(usbmuxd::delete_pair_record("a/b"), Err(Error::InvalidArgument(_))));
+    assert!(f.daemon.requests().is_empty());
     assert!(matches!(usbmuxd::save_pair_record(UDID, b"x", 0), Err(Error::DaemonResult(22))));
 }
 

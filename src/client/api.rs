@@ -233,10 +233,26 @@ pub fn read_buid() -> Result<Option<String>> {
     }
 }
 
+/// Whether `id` may name a pair record: UDID characters only (`[0-9A-Za-z-]`), so that
+/// no id can name a file outside the daemon's record directory even when the daemon
+/// does not check (Debian's usbmuxd 1.1.1 serves `../` paths on read).
+pub fn valid_record_id(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn check_record_id(id: &str) -> Result<()> {
+    if valid_record_id(id) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument("pair record id must be a UDID ([0-9A-Za-z-])"))
+    }
+}
+
 /// Reads the pair record stored under `record_id` (normally the UDID): the raw bytes of
 /// a serialized plist. `Ok(None)` if the daemon answered success without data.
 /// A missing record is `Err(Error::DaemonResult(2))` (ENOENT).
 pub fn read_pair_record(record_id: &str) -> Result<Option<Vec<u8>>> {
+    check_record_id(record_id)?;
     match plist_request(&Request::ReadPairRecord { record_id: record_id.to_string() })? {
         Reply::Dictionary(d) => match d.get("PairRecordData").and_then(Value::as_data) {
             Some(data) if !data.is_empty() => Ok(Some(data.to_vec())),
@@ -250,12 +266,14 @@ pub fn read_pair_record(record_id: &str) -> Result<Option<Vec<u8>>> {
 /// Stores a pair record; with `device_id > 0` the daemon also tells listeners the device
 /// is now paired.
 pub fn save_pair_record(record_id: &str, data: &[u8], device_id: u32) -> Result<()> {
+    check_record_id(record_id)?;
     let req = Request::SavePairRecord { record_id: record_id.to_string(), data: data.to_vec(), device_id };
     expect_ok(plist_request(&req)?)
 }
 
 /// Deletes the pair record stored under `record_id`.
 pub fn delete_pair_record(record_id: &str) -> Result<()> {
+    check_record_id(record_id)?;
     expect_ok(plist_request(&Request::DeletePairRecord { record_id: record_id.to_string() })?)
 }
 
@@ -282,6 +300,15 @@ mod tests {
 
     fn dev(handle: u32, udid: &str, connection: ConnectionType) -> DeviceRecord {
         DeviceRecord { handle, product_id: 0, udid: udid.into(), connection, network_address: vec![1] }
+    }
+
+    #[test]
+    fn record_ids_are_udid_characters_only() {
+        assert!(valid_record_id("00008030-001A2B3C4D5E6F70"));
+        assert!(valid_record_id("ffffffffffffffffffffffffffffffffffffffff"));
+        for bad in ["", "../evil", "a/b", "..", "x.plist", "SystemConfiguration\0", "a b", "é"] {
+            assert!(!valid_record_id(bad), "{bad:?}");
+        }
     }
 
     #[test]
