@@ -12,6 +12,7 @@ pub mod debug;
 mod error;
 pub mod events;
 pub mod proto;
+pub mod usb;
 pub mod usbmux;
 
 mod ffi;
