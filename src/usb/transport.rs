@@ -59,8 +59,9 @@ pub type LinkSink = Arc<dyn Fn(LinkEvent) + Send + Sync>;
 
 /// A bus with usbmux devices on it.
 pub trait Bus: Send {
-    /// Starts discovery: reports every device present now, then arrivals and departures
-    /// (hot-plug, or polling where the platform has none), until dropped.
+    /// Starts discovery: reports every device present now — before returning, so that
+    /// the backend knows them before it answers its first request — then arrivals and
+    /// departures (hot-plug, or polling where the platform has none), until dropped.
     fn start(&mut self, sink: BusSink) -> io::Result<()>;
 
     /// Opens a device for the mux protocol (configuration, interface, endpoints) and

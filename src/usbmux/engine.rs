@@ -600,6 +600,14 @@ impl Engine {
         self.connections.get(&id.0).map_or(0, |c| c.inbound.len())
     }
 
+    /// How many more bytes [`send`](Self::send) would accept now (0 unless connected).
+    pub fn send_capacity(&self, id: ConnectionId) -> usize {
+        match self.connections.get(&id.0) {
+            Some(c) if matches!(c.state, ConnState::Connected) => self.config.send_buffer.saturating_sub(c.outbound.len()),
+            _ => 0,
+        }
+    }
+
     /// Bytes queued for the device and not yet sent.
     pub fn queued_len(&self, id: ConnectionId) -> usize {
         self.connections.get(&id.0).map_or(0, |c| c.outbound.len())
