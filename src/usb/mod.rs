@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod pairing;
+pub mod simbus;
 pub mod transport;
 
 pub use transport::{Bus, BusEvent, BusSink, DeviceLink, LinkEvent, LinkSink, UsbDeviceInfo};
