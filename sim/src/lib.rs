@@ -35,6 +35,7 @@ pub mod event;
 pub mod link;
 pub mod misbehaviour;
 pub mod services;
+pub mod simbus;
 
 pub use config::{
     boxed_factory, DeviceConfig, Framing, ServiceFactory, DEFAULT_MAX_SEGMENT, DEFAULT_SOURCE_LEN, DEFAULT_UDID,
@@ -45,6 +46,7 @@ pub use device::{control, DeviceGone, SimDevice};
 pub use event::{CloseCause, DropReason, Event, MuxState, ResetReason};
 pub use link::{Link, LinkStats};
 pub use misbehaviour::{AckCoalescing, AckEvery, Direction, Misbehaviour, ResetAfter};
+pub use simbus::{PlugOptions, PluggedDevice, SimBusServer};
 pub use services::{Echo, Lockdownd, Service, ServiceContext, ServiceStatus, Sink, Source};
 
 #[cfg(test)]
