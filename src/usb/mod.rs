@@ -3,6 +3,8 @@
 
 pub mod daemon;
 pub mod pairing;
+#[cfg(feature = "usb")]
+pub mod rusb;
 pub mod simbus;
 pub mod transport;
 
