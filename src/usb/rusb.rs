@@ -16,7 +16,9 @@
 //!   support it scans the bus every second instead (mark and sweep). A device that cannot
 //!   be read (e.g. its node is not yet accessible because udev has not applied its rules)
 //!   is tried again a second later, up to 5 times, and the reason is kept for
-//!   [`Bus::describe`]. It ends when the bus is dropped.
+//!   [`Bus::describe`]. [`Bus::start`] returns once the devices present have been read
+//!   and reported (or after 5 s), so a first device list is complete, as with the
+//!   simulated bus. The thread ends when the bus is dropped.
 //! - The backend's own thread calls [`DeviceLink::send`]: a synchronous bulk OUT
 //!   transfer (then a zero-length one when [`needs_zlp`]), at most 10 s each.
 //!
@@ -122,6 +124,8 @@ const MAX_ATTEMPTS: u32 = 5;
 const CONTROL_TIMEOUT: Duration = Duration::from_millis(1000);
 /// The event thread's `handle_events` timeout (it is also interrupted explicitly).
 const EVENT_TICK: Duration = Duration::from_millis(500);
+/// How long [`Bus::start`] waits for the devices present to be read and reported.
+const START_SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long closing a link waits for its cancelled transfers.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -380,6 +384,8 @@ struct Discovery {
 enum Msg {
     Arrived(Device<Context>),
     Left(u64),
+    /// Answered once everything before it has been handled.
+    Sync(mpsc::Sender<()>),
     Stop,
 }
 
@@ -467,7 +473,14 @@ impl Bus for RusbBus {
                 }
             }
         }
+        // Like the simulated bus: the devices present now are reported before start()
+        // returns, so a first device list is complete.
+        let (done, synced) = mpsc::channel();
+        let _ = discovery.tx.send(Msg::Sync(done));
         self.discovery = Some(discovery);
+        if synced.recv_timeout(START_SYNC_TIMEOUT).is_err() {
+            crate::debug!(1, "usb", "reading the devices present took over {START_SYNC_TIMEOUT:?}; they are reported when done");
+        }
         Ok(())
     }
 
@@ -625,6 +638,9 @@ impl Worker {
             match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
                 Ok(Msg::Arrived(device)) => self.arrived(device),
                 Ok(Msg::Left(id)) => self.left(id),
+                Ok(Msg::Sync(done)) => {
+                    let _ = done.send(());
+                }
                 Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
