@@ -366,11 +366,10 @@ fn deliver_all(events: &[Event], subscribers: &[Arc<Subscriber>], stop: &StopSig
 
 fn run_listener(generation: u64, stop: Arc<StopSignal>) {
     while !stop.is_set() {
-        let addr = DaemonAddress::from_env();
-        let mut conn = match DaemonConn::open_at(addr.clone()) {
+        let mut conn = match DaemonConn::open() {
             Ok(c) => c,
             Err(_) => {
-                wait_for_daemon(&addr, &stop);
+                wait_for_daemon(&DaemonAddress::from_env(), &stop);
                 continue;
             }
         };

@@ -13,6 +13,8 @@ pub const DEFAULT_SOCKET_PATH: &str = "/var/run/usbmuxd";
 pub enum DaemonAddress {
     Unix(PathBuf),
     Tcp { host: String, port: u16 },
+    /// The in-process USB backend (`crate::usb`), reached through a socket pair.
+    InProcess,
 }
 
 /// `strtol(s, &end, 10)` consuming the whole string, restricted to 1..=65535.
@@ -76,7 +78,7 @@ impl DaemonAddress {
                 };
                 Some((dir, name))
             }
-            DaemonAddress::Tcp { .. } => None,
+            DaemonAddress::Tcp { .. } | DaemonAddress::InProcess => None,
         }
     }
 }
@@ -87,6 +89,7 @@ impl std::fmt::Display for DaemonAddress {
             DaemonAddress::Unix(p) => write!(f, "{}", p.display()),
             DaemonAddress::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
             DaemonAddress::Tcp { host, port } => write!(f, "{host}:{port}"),
+            DaemonAddress::InProcess => write!(f, "the in-process USB backend"),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod transport;
 use crate::error::{Error, Result};
 use crate::proto::{frame, msgtype, plist_to_xml, ClientInfo, DaemonMessage, Request, VERSION_PLIST};
 use std::borrow::Cow;
+use crate::usb::BackendChoice;
 use address::DaemonAddress;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -96,9 +97,25 @@ pub(crate) struct DaemonConn {
 }
 
 impl DaemonConn {
-    /// Connects to the daemon the environment names.
+    /// Connects to the backend the environment selects (`USBMUXD_BACKEND`): the daemon
+    /// named by `USBMUXD_SOCKET_ADDRESS` (or the default socket), the in-process USB
+    /// backend, or — by default — the daemon if it answers, else the USB backend (only
+    /// when no daemon address was set explicitly).
     pub(crate) fn open() -> Result<DaemonConn> {
-        Self::open_at(DaemonAddress::from_env())
+        let daemon = DaemonAddress::from_env();
+        match crate::usb::backend_choice() {
+            BackendChoice::Daemon => Self::open_at(daemon),
+            BackendChoice::Usb => Self::open_at(DaemonAddress::InProcess),
+            BackendChoice::Auto => match Self::open_at(daemon) {
+                Err(Error::DaemonUnreachable(e)) if std::env::var_os(address::SOCKET_ADDRESS_ENV).is_none() => {
+                    Self::open_at(DaemonAddress::InProcess).map_err(|usb| {
+                        crate::debug!(1, "connect_usbmuxd_socket", "no daemon and no USB backend either ({usb})");
+                        Error::DaemonUnreachable(e)
+                    })
+                }
+                other => other,
+            },
+        }
     }
 
     pub(crate) fn open_at(addr: DaemonAddress) -> Result<DaemonConn> {

@@ -64,6 +64,10 @@ impl DaemonStream {
         match addr {
             DaemonAddress::Unix(path) => connect_unix(path).map(DaemonStream::Unix),
             DaemonAddress::Tcp { host, port } => connect_tcp(host, *port).map(DaemonStream::Tcp),
+            DaemonAddress::InProcess => crate::usb::in_process_client().and_then(|s| {
+                s.set_nonblocking(true)?;
+                Ok(DaemonStream::Unix(s))
+            }),
         }
         .map_err(Error::DaemonUnreachable)
     }

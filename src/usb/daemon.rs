@@ -38,7 +38,8 @@ const CHUNK: usize = 64 * 1024;
 /// What other threads hand to the I/O thread.
 enum Input {
     Bus(BusEvent),
-    Link(u64, LinkEvent),
+    /// An event of the link of the device with this handle.
+    Link(u32, LinkEvent),
     Client(std::os::unix::net::UnixStream),
     Shutdown,
 }
@@ -198,7 +199,7 @@ impl Server {
             for input in inputs {
                 match input {
                     Input::Bus(e) => self.bus_event(e),
-                    Input::Link(bus_id, e) => self.link_event(bus_id, e),
+                    Input::Link(handle, e) => self.link_event(handle, e),
                     Input::Client(s) => self.add_client(s),
                     Input::Shutdown => return,
                 }
@@ -214,8 +215,13 @@ impl Server {
             if !self.deferred.is_empty() && self.settle_deadline().is_none() {
                 for (token, req) in std::mem::take(&mut self.deferred) {
                     self.handle_request(token, req);
-                    self.flush(token);
                 }
+            }
+            // Replies and events queued while handling devices go out now, not at the
+            // next wake-up.
+            let pending: Vec<Token> = self.clients.iter().filter(|(_, c)| c.out_pos < c.out.len()).map(|(t, _)| *t).collect();
+            for token in pending {
+                self.flush(token);
             }
         }
     }
@@ -244,16 +250,17 @@ impl Server {
         if self.by_bus_id.contains_key(&info.bus_id) {
             return;
         }
+        // Link events name the device by its handle, never reused: a late event from a
+        // link that is gone cannot touch a device re-plugged under the same bus id.
+        let handle = self.next_handle;
         let inbox = self.inbox.clone();
-        let bus_id = info.bus_id;
-        let link = match self.bus.open(&info, Arc::new(move |e| inbox.push(Input::Link(bus_id, e)))) {
+        let link = match self.bus.open(&info, Arc::new(move |e| inbox.push(Input::Link(handle, e)))) {
             Ok(l) => l,
             Err(e) => {
                 crate::debug!(1, "usb_backend", "cannot open device {} ({}): {e}", info.serial, info.bus_id);
                 return;
             }
         };
-        let handle = self.next_handle;
         self.next_handle = self.next_handle.checked_add(1).unwrap_or(1);
         let config = EngineConfig { usb_read_size: link.read_size(), ..EngineConfig::default() };
         let mut engine = Engine::new(config);
@@ -270,8 +277,7 @@ impl Server {
         self.devices.insert(handle, Device { opened: Instant::now(), info, record, link, engine, visible: false, conns: HashMap::new() });
     }
 
-    fn link_event(&mut self, bus_id: u64, e: LinkEvent) {
-        let Some(handle) = self.by_bus_id.get(&bus_id).copied() else { return };
+    fn link_event(&mut self, handle: u32, e: LinkEvent) {
         match e {
             LinkEvent::Transfer(bytes) => {
                 if let Some(d) = self.devices.get_mut(&handle) {
