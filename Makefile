@@ -112,7 +112,8 @@ CTEST_BINS += $(if $(CXX_AVAILABLE),$(foreach s,$(filter $(CTEST_ALSO_UPSTREAM),
 endif
 
 .PHONY: all libs bins headers pc install uninstall check check-headers check-exports \
-	test-rust c-tests c-tests-build c-tests-valgrind header-compat e2e check-install bench demo clean distclean help FORCE
+	test-rust c-tests c-tests-build c-tests-valgrind header-compat e2e check-install bench bench-usb demo demo-usb \
+	clean distclean help FORCE
 
 # ---- build ---------------------------------------------------------------------------
 all: libs pc
@@ -334,6 +335,11 @@ bench: all bins
 # Debian's idevice_id / ideviceinfo on our library, against a simulated device.
 demo: all bins
 	BUILD_DIR=$(abspath $(BUILD)) scripts/demo.sh
+
+# No iPhone, no daemon: the in-process USB backend (USBMUXD_BACKEND=usb) against a device
+# on the simulated USB bus (usbmux-simd); Debian's idevice_id, ideviceinfo, iproxy.
+demo-usb: all bins
+	BUILD_DIR=$(abspath $(BUILD)) scripts/demo-usb.sh
 
 # ---- misc ------------------------------------------------------------------------------
 clean:
