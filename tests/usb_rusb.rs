@@ -82,3 +82,94 @@ fn dropping_an_unstarted_bus_does_not_hang() {
         drop(bus);
     });
 }
+
+/// Run by `tests/umockdev/run.sh` against a simulated iPhone on a umockdev bus (the
+/// environment says what to expect): discovery finds it; opening selects configuration 4
+/// and claims the mux interface; the host engine runs over the link: the VERSION exchange,
+/// SETUP, a connection to the echo service and 200 000 bytes echoed back (packets of
+/// 49 152 bytes, each followed by a ZLP; device packets spanning several 16 KiB reads
+/// joined into the link's 64 KiB transfers).
+#[test]
+#[ignore = "needs the umockdev testbed of tests/umockdev/run.sh"]
+fn umockdev_iphone_engine_session() {
+    use std::time::Instant;
+    use usbmuxd::usb::LinkEvent;
+    use usbmuxd::usbmux::{Engine, EngineConfig, EngineEvent};
+
+    const ECHO_PORT: u16 = 7;
+    const LEN: usize = 200_000;
+    let serial = std::env::var("USBMUXD_UMOCKDEV_SERIAL").expect("run by tests/umockdev/run.sh");
+    let location: u32 = std::env::var("USBMUXD_UMOCKDEV_LOCATION").unwrap().parse().unwrap();
+    within(Duration::from_secs(120), move || {
+        let (bus_tx, bus_rx) = mpsc::channel();
+        let bus_tx = Mutex::new(bus_tx);
+        let mut bus = RusbBus::new();
+        bus.start(Arc::new(move |e| {
+            let _ = bus_tx.lock().unwrap().send(e);
+        }))
+        .expect("start");
+        eprintln!("describe(): {}", bus.describe());
+        // start() returns once the devices present are reported.
+        let info = match bus_rx.try_recv() {
+            Ok(BusEvent::Arrived(info)) => info,
+            other => panic!("expected the iPhone to be reported by start(): {other:?}"),
+        };
+        assert_eq!(info.serial, serial);
+        assert_eq!((info.vendor_id, info.product_id), (0x05ac, 0x12a8));
+        assert_eq!(info.location, location);
+        assert_eq!(info.speed_bps, 480_000_000);
+        assert!(bus.describe().contains(&serial), "{}", bus.describe());
+
+        let (link_tx, link_rx) = mpsc::channel();
+        let link_tx = Mutex::new(link_tx);
+        let mut link = bus
+            .open(&info, Arc::new(move |e| {
+                let _ = link_tx.lock().unwrap().send(e);
+            }))
+            .expect("open");
+        let mut engine = Engine::new(EngineConfig { usb_read_size: link.read_size(), ..EngineConfig::default() });
+        engine.start();
+        let pattern: Vec<u8> = (0..LEN).map(|i| (i * 7 + i / 251) as u8).collect();
+        let (mut conn, mut sent, mut echoed) = (None, 0, Vec::new());
+        let mut buf = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while echoed.len() < LEN {
+            assert!(Instant::now() < deadline, "stalled: sent {sent}, echoed {}", echoed.len());
+            while engine.poll_transmit(&mut buf) {
+                link.send(&buf).expect("bulk OUT");
+            }
+            let wait = engine
+                .poll_timeout()
+                .map_or(Duration::from_millis(200), |t| t.saturating_duration_since(Instant::now()))
+                .min(Duration::from_millis(200));
+            match link_rx.recv_timeout(wait) {
+                Ok(LinkEvent::Transfer(bytes)) => engine.handle_input(&bytes, Instant::now()),
+                Ok(LinkEvent::Gone(why)) => panic!("link gone: {why}"),
+                Err(_) => engine.handle_timeout(Instant::now()),
+            }
+            while let Some(event) = engine.poll_event() {
+                match event {
+                    EngineEvent::Ready { version } => {
+                        assert_eq!(version, 2);
+                        conn = Some(engine.connect(ECHO_PORT, Instant::now()).expect("connect"));
+                    }
+                    EngineEvent::Connected(_) | EngineEvent::Readable(_) | EngineEvent::Writable(_) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            if let Some(id) = conn {
+                if sent < LEN {
+                    sent += engine.send(id, &pattern[sent..]).unwrap_or(0);
+                }
+                let mut chunk = [0u8; 65536];
+                while let Ok(n @ 1..) = engine.recv(id, &mut chunk) {
+                    echoed.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+        assert!(echoed == pattern, "echo differs");
+        drop(link);
+        assert!(link_rx.recv_timeout(Duration::from_millis(200)).is_err(), "nothing is reported after the link is dropped");
+        drop(bus);
+    });
+}
