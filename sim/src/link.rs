@@ -30,6 +30,22 @@ pub struct LinkStats {
     pub to_host_bytes: u64,
 }
 
+/// One packet (or device output fragment) carried by a [`Link`], recorded while
+/// [`Link::capture`] is on: what went over the wire, in the order the two sides
+/// produced it, for tests that check the traffic itself (packet sizes, windows, timing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// `true`: host → device; `false`: device → host.
+    pub to_device: bool,
+    /// The link's virtual time when it was produced.
+    pub at: Instant,
+    /// From the engine: one whole mux packet (one `poll_transmit`, before any stream
+    /// cutting, without the zero-length packet). From the device: one
+    /// `SimDevice::poll_transmit` result, i.e. one whole mux packet unless the device
+    /// fragments its output ([`crate::Misbehaviour::fragment_output`]).
+    pub bytes: Vec<u8>,
+}
+
 /// An engine and a simulated device joined by an in-memory bus.
 pub struct Link {
     /// The host side.
@@ -51,6 +67,8 @@ pub struct Link {
     pub device_events: Vec<Event>,
     /// What the link has carried.
     pub stats: LinkStats,
+    /// The traffic recorded since [`Link::capture`] was turned on.
+    captured: Option<Vec<Captured>>,
 }
 
 impl Link {
@@ -77,6 +95,7 @@ impl Link {
             engine_events: Vec::new(),
             device_events: Vec::new(),
             stats: LinkStats::default(),
+            captured: None,
         };
         link.pump();
         link
@@ -87,6 +106,21 @@ impl Link {
     pub fn fragment(&mut self, max: usize, seed: u64) {
         self.fragment = Some(max.max(1));
         self.rng = seed | 1;
+    }
+
+    /// Starts (`true`) or stops recording the traffic ([`Captured`]). Starting discards
+    /// whatever was recorded before. Packets are recorded as they are produced, before
+    /// they are delivered, so each one was produced knowing at most the other side's
+    /// packets recorded before it: a test can replay the record in order to check, for
+    /// example, that the host never sent past a window the device had advertised.
+    pub fn capture(&mut self, on: bool) {
+        self.captured = on.then(Vec::new);
+    }
+
+    /// Takes the traffic recorded so far (empty if [`Link::capture`] is off); recording
+    /// goes on.
+    pub fn take_captured(&mut self) -> Vec<Captured> {
+        self.captured.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The link's virtual time.
@@ -130,6 +164,9 @@ impl Link {
             let mut progress = false;
             while self.engine.poll_transmit(&mut self.buf) {
                 progress = true;
+                if let Some(c) = &mut self.captured {
+                    c.push(Captured { to_device: true, at: self.now, bytes: self.buf.clone() });
+                }
                 self.carry_to_device();
             }
             if self.flush_stream_to_device() {
@@ -137,6 +174,9 @@ impl Link {
             }
             while let Some(packet) = self.device.poll_transmit() {
                 progress = true;
+                if let Some(c) = &mut self.captured {
+                    c.push(Captured { to_device: false, at: self.now, bytes: packet.clone() });
+                }
                 self.carry_to_host(packet);
             }
             if self.flush_stream_to_host() {
