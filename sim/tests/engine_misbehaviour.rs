@@ -553,7 +553,6 @@ fn host_ports_wrap_around_skipping_zero_and_ports_in_use() {
 /// ever and the `Writable` that `send`'s documentation promises never comes, with no
 /// error anywhere. Expected: clamped to at least 1 (or rejected).
 #[test]
-#[ignore = "engine bug: send_buffer 0 is not clamped; the connection can never be written"]
 fn a_zero_send_buffer_is_clamped_to_something_usable() {
     let engine = EngineConfig { send_buffer: 0, ..EngineConfig::default() };
     let mut link = Link::new(engine, usb().with_default_services());

@@ -202,6 +202,8 @@ impl Engine {
     pub fn new(mut config: EngineConfig) -> Engine {
         config.receive_window = (config.receive_window.clamp(256, 0xFFFF << 8) >> 8) << 8;
         config.max_payload = config.max_payload.clamp(1, MAX_TCP_PAYLOAD);
+        // A zero send buffer would accept nothing, ever, and never report `Writable`.
+        config.send_buffer = config.send_buffer.max(1);
         let reassembler = match config.usb_read_size {
             Some(size) => Reassembler::usb(size),
             None => Reassembler::stream(),
