@@ -147,8 +147,6 @@ struct ConnModel {
     last_ack: u32,
     /// Bytes the user took with `recv`.
     consumed: u32,
-    /// An anonymous RST went out with this connection's host port (see `KNOWN_ISSUES`).
-    anonymous_rst: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -433,8 +431,9 @@ impl Harness {
     fn host_tcp(&mut self, h: TcpHeader, n: usize) {
         let Some(m) = self.conns.get_mut(&h.source_port) else { return };
         if m.device_port != h.dest_port {
-            // An anonymous RST that happens to use a live port number.
-            m.anonymous_rst = true;
+            // An anonymous RST that happens to use a live port number: not this
+            // connection's packet (it must not count as its ACK; regression
+            // fuzz/regressions/engine_anonymous_rst_ack.rs).
             return;
         }
         if h.flags == flags::SYN {
@@ -595,9 +594,6 @@ impl Harness {
             }
             let Some(m) = self.conns.get(&id.0) else { continue };
             let Some(start) = m.handshake_ack else { continue };
-            if m.anonymous_rst && known_issues() {
-                continue;
-            }
             assert_eq!(
                 m.last_ack,
                 start.wrapping_add(m.consumed),
@@ -605,15 +601,6 @@ impl Harness {
             );
         }
     }
-}
-
-/// Findings reported but not fixed yet are tolerated unless `FUZZ_STRICT=1`, so that
-/// fuzzing can go on finding other things (each has a failing test in fuzz/regressions/):
-/// * engine_anonymous_rst_ack: an anonymous RST sent from a live connection's host port
-///   overwrites that connection's `ack_sent`, which can swallow the ACK for consumed data.
-fn known_issues() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    !*STRICT.get_or_init(|| std::env::var_os("FUZZ_STRICT").is_some_and(|v| v == "1"))
 }
 
 /// `FUZZ_DEBUG=1` prints the decoded operations (to read a crash input).

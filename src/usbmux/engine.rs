@@ -427,7 +427,9 @@ impl Engine {
                 _ => self.counters(),
             };
             if let Packet::Tcp { header, .. } = &packet {
-                if let Some(c) = self.connections.get_mut(&header.source_port) {
+                // Only a packet of the connection itself carries its acknowledgement (an
+                // anonymous RST from the same host port to another device port does not).
+                if let Some(c) = self.connections.get_mut(&header.source_port).filter(|c| c.device_port == header.dest_port) {
                     c.ack_sent = header.ack;
                 }
             }
