@@ -85,10 +85,12 @@ fn dropping_an_unstarted_bus_does_not_hang() {
 
 /// Run by `tests/umockdev/run.sh` against a simulated iPhone on a umockdev bus (the
 /// environment says what to expect): discovery finds it; opening selects configuration 4
-/// and claims the mux interface; the host engine runs over the link: the VERSION exchange,
+/// and claims the mux interface; closing cancels the queued reads and releases it;
+/// opened again (configuration 4 is already active), the host engine runs over the link: the VERSION exchange,
 /// SETUP, a connection to the echo service and 200 000 bytes echoed back (packets of
 /// 49 152 bytes, each followed by a ZLP; device packets spanning several 16 KiB reads
-/// joined into the link's 64 KiB transfers).
+/// joined into the link's 64 KiB transfers); then the device is unplugged and the link
+/// reports `Gone` once, after which sending fails.
 #[test]
 #[ignore = "needs the umockdev testbed of tests/umockdev/run.sh"]
 fn umockdev_iphone_engine_session() {
@@ -119,6 +121,18 @@ fn umockdev_iphone_engine_session() {
         assert_eq!(info.location, location);
         assert_eq!(info.speed_bps, 480_000_000);
         assert!(bus.describe().contains(&serial), "{}", bus.describe());
+
+        // Open and close while the reads are queued: they are cancelled, nothing reported.
+        let (idle_tx, idle_rx) = mpsc::channel::<LinkEvent>();
+        let idle_tx = Mutex::new(idle_tx);
+        let idle = bus
+            .open(&info, Arc::new(move |e| {
+                let _ = idle_tx.lock().unwrap().send(e);
+            }))
+            .expect("open");
+        std::thread::sleep(Duration::from_millis(100));
+        drop(idle);
+        assert!(idle_rx.recv_timeout(Duration::from_millis(100)).is_err(), "nothing is reported after the link is dropped");
 
         let (link_tx, link_rx) = mpsc::channel();
         let link_tx = Mutex::new(link_tx);
@@ -168,8 +182,20 @@ fn umockdev_iphone_engine_session() {
             }
         }
         assert!(echoed == pattern, "echo differs");
+        // Pull the plug: the pending IN transfers fail with ENODEV.
+        std::fs::write(std::env::var("USBMUXD_UMOCKDEV_UNPLUG").unwrap(), b"").unwrap();
+        loop {
+            match link_rx.recv_timeout(Duration::from_secs(10)).expect("no Gone after unplugging") {
+                LinkEvent::Gone(why) => {
+                    assert!(why.contains("disconnected"), "{why}");
+                    break;
+                }
+                LinkEvent::Transfer(bytes) => engine.handle_input(&bytes, Instant::now()),
+            }
+        }
+        assert!(link.send(&[0; 28]).is_err(), "sending to an unplugged device fails");
+        assert!(link_rx.recv_timeout(Duration::from_millis(300)).is_err(), "nothing after Gone");
         drop(link);
-        assert!(link_rx.recv_timeout(Duration::from_millis(200)).is_err(), "nothing is reported after the link is dropped");
         drop(bus);
     });
 }

@@ -28,6 +28,8 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 
 import gi
 
@@ -39,6 +41,12 @@ SERIAL = UDID.replace("-", "")
 BUS, DEVNUM = 1, 2
 MUX_IFACE, EP_OUT, EP_IN, MPS = 1, 0x04, 0x85, 512
 SIM_READ = 16384
+DEBUG = bool(os.environ.get("UMOCKDEV_IPHONE_DEBUG"))
+
+
+def trace(*what):
+    if DEBUG:
+        print(f"[iphone {GLib.get_monotonic_time() // 1000 % 100000:5d}]", *what, file=sys.stderr, flush=True)
 
 # ---- descriptors -------------------------------------------------------------------
 
@@ -135,6 +143,7 @@ class Stats:
         self.out_zlps = 0
         self.in_completions = 0
         self.discarded = 0
+        self.unplugged = False
         self.ioctls = 0
 
 
@@ -148,8 +157,12 @@ class Iphone(UMockdev.IoctlBase):
         self.reapable = []  # completed URBs, in completion order
         self.frames = []  # device reads that arrived with no IN URB queued
         self.sim = None
+        self.unplugged = False
         self.rx = bytearray()
         self.signalled = False
+        # umockdev calls the ioctl handler on its own thread, the simulator socket is
+        # served by the main loop: one lock for all the state.
+        self.lock = threading.RLock()
         self.update_poll()
 
     # The device node is a FIFO kept full, so libusb's poll(POLLOUT) only wakes it when
@@ -172,32 +185,50 @@ class Iphone(UMockdev.IoctlBase):
             self.signalled = False
 
     def complete_urb(self, urb):
+        trace("complete", hex(urb.ep), id(urb) % 10000, "len", len(urb.filled), "reapable", len(self.reapable) + 1)
         self.reapable.append(urb)
         self.update_poll()
 
     def connect_sim(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(self.simd_socket)
-        s.sendall(f"USBSIMBUS 1 OPEN {self.bus_id}\n".encode())
-        line = b""
-        while not line.endswith(b"\n"):
-            line += s.recv(1)
-        if b" OK" not in line:
-            raise RuntimeError(f"simd refused: {line!r}")
+        # After a release the simulator may not have seen the previous connection close
+        # yet ("busy"): try again for a while.
+        for _ in range(200):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(self.simd_socket)
+            s.sendall(f"USBSIMBUS 1 OPEN {self.bus_id}\n".encode())
+            line = b""
+            while not line.endswith(b"\n"):
+                line += s.recv(1)
+            if b" OK" in line:
+                break
+            s.close()
+            if b" busy " not in line:
+                raise RuntimeError(f"simd refused: {line!r}")
+            time.sleep(0.01)
+        else:
+            raise RuntimeError("simd kept the device busy")
         s.setblocking(False)
         self.sim = s
         self.watch = GLib.io_add_watch(s.fileno(), GLib.IO_IN | GLib.IO_HUP, self.on_sim)
 
     def on_sim(self, fd, cond):
+        with self.lock:
+            return self.on_sim_locked()
+
+    def on_sim_locked(self):
         try:
             chunk = self.sim.recv(1 << 20)
         except BlockingIOError:
             return True
+        trace("sim read", len(chunk), "pending IN", len(self.pending_in))
         if not chunk:
+            # The simulator unplugged the device: what a disconnect does to URBs.
+            self.unplugged = True
             for urb in self.pending_in:
                 urb.finish(-errno.ENODEV)
                 self.complete_urb(urb)
             self.pending_in = []
+            self.watch = None
             return False
         self.rx += chunk
         while len(self.rx) >= 4:
@@ -205,6 +236,7 @@ class Iphone(UMockdev.IoctlBase):
             if len(self.rx) < 4 + n:
                 break
             self.frames.append(bytes(self.rx[4:4 + n]))
+            trace("frame", n, bytes(self.rx[4:4 + 8]).hex() if n >= 8 else "")
             del self.rx[:4 + n]
         self.feed_in()
         return True
@@ -226,9 +258,15 @@ class Iphone(UMockdev.IoctlBase):
                 self.complete_urb(urb)
 
     def send_out(self, payload):
-        self.sim.setblocking(True)
-        self.sim.sendall(struct.pack(">I", len(payload)) + payload)
-        self.sim.setblocking(False)
+        """False if the simulator has already unplugged the device."""
+        try:
+            self.sim.setblocking(True)
+            self.sim.sendall(struct.pack(">I", len(payload)) + payload)
+            self.sim.setblocking(False)
+            return True
+        except OSError:
+            self.unplugged = True
+            return False
 
     def control(self, setup, buffer):
         rtype, req, value, index, length = struct.unpack("<BBHHH", setup)
@@ -253,8 +291,13 @@ class Iphone(UMockdev.IoctlBase):
         self.testbed.set_attribute(self.syspath, "bConfigurationValue", str(value))
 
     def do_handle_ioctl(self, client):
+        with self.lock:
+            return self.handle_ioctl_locked(client)
+
+    def handle_ioctl_locked(self, client):
         self.stats.ioctls += 1
         req = client.get_request()
+        trace("ioctl", hex(req))
         arg = client.get_arg()
         size = (req >> 16) & 0x3FFF
 
@@ -287,7 +330,8 @@ class Iphone(UMockdev.IoctlBase):
             if req == USBDEVFS_RELEASEINTERFACE:
                 self.stats.released.append(number)
                 if number == MUX_IFACE and self.sim:
-                    GLib.source_remove(self.watch)
+                    if self.watch is not None:
+                        GLib.source_remove(self.watch)
                     self.sim.close()
                     self.sim = None
             else:
@@ -313,11 +357,15 @@ class Iphone(UMockdev.IoctlBase):
                 self.stats.out_transfers += 1
                 if length == 0:
                     self.stats.out_zlps += 1
-                self.send_out(content)
+                if not self.send_out(content):
+                    return fail(errno.ENODEV)
                 urb.finish(0, b"")
                 urb.data.update(28, list(struct.pack("<i", length)))
                 self.complete_urb(urb)
+            elif kind == URB_BULK and self.unplugged:
+                return fail(errno.ENODEV)
             elif kind == URB_BULK and ep == EP_IN and self.sim:
+                trace("IN URB", id(urb) % 10000)
                 self.stats.in_urb_sizes.add(length)
                 self.pending_in.append(urb)
                 self.stats.max_in_pending = max(self.stats.max_in_pending, len(self.pending_in))
@@ -399,8 +447,9 @@ def main():
     iphone = Iphone(testbed, dev, fifo, sock_path, bus_id)
     assert testbed.attach_ioctl("/dev/bus/usb/001/002", iphone)
 
+    unplug_request = os.path.join(root, "unplug-request")
     env = dict(os.environ, UMOCKDEV_DIR=root, USBMUXD_UMOCKDEV_SERIAL=SERIAL,
-               USBMUXD_UMOCKDEV_LOCATION=str((BUS << 16) | DEVNUM))
+               USBMUXD_UMOCKDEV_LOCATION=str((BUS << 16) | DEVNUM), USBMUXD_UMOCKDEV_UNPLUG=unplug_request)
     child = subprocess.Popen(args.program, env=env)
     loop = GLib.MainLoop()
     status = {}
@@ -414,6 +463,17 @@ def main():
         return False
 
     GLib.timeout_add(20, reap)
+
+    def unplug():
+        # The program asks for the device to be pulled by creating this file.
+        if not os.path.exists(unplug_request):
+            return True
+        simd.stdin.write(f"unplug {UDID}\n")
+        simd.stdin.flush()
+        iphone.stats.unplugged = True
+        return False
+
+    GLib.timeout_add(20, unplug)
     GLib.timeout_add_seconds(120, lambda: (child.kill(), False)[1])
     loop.run()
     simd.stdin.write("quit\n")
@@ -424,14 +484,15 @@ def main():
     print(f"umockdev iphone: {s.ioctls} ioctls; SETCONFIGURATION {s.set_configuration}; claimed {s.claimed}; "
           f"released {s.released}; {len(s.control)} control transfers; IN URB sizes {sorted(s.in_urb_sizes)}, "
           f"at most {s.max_in_pending} queued, {s.in_completions} completed with data, {s.discarded} discarded; "
-          f"{s.out_transfers} OUT transfers ({s.out_zlps} zero-length)")
+          f"{s.out_transfers} OUT transfers ({s.out_zlps} zero-length){'; unplugged' if s.unplugged else ''}")
     checks = [
         (s.set_configuration == [4], "configuration 4 set exactly once"),
-        (s.claimed.count(MUX_IFACE) == 1 and set(s.claimed) == {MUX_IFACE}, "only the mux interface claimed, once"),
-        (s.released == [MUX_IFACE], "the mux interface released on close"),
+        (s.claimed == [MUX_IFACE, MUX_IFACE], "only the mux interface claimed, once per open"),
+        (s.released == [MUX_IFACE, MUX_IFACE], "the mux interface released on every close"),
         (s.in_urb_sizes == {65536}, "bulk IN URBs of 64 KiB"),
         (s.max_in_pending == 3, "three bulk IN URBs queued"),
-        (s.discarded == 3, "the three IN URBs cancelled on close"),
+        (s.discarded == 3, "the three IN URBs of the first open cancelled on close"),
+        (s.unplugged, "the device unplugged at the program's request"),
         (s.in_completions >= 4 and s.out_transfers >= 4, "a session went over the bulk endpoints"),
         (s.out_zlps >= 1, "zero-length OUT transfers after packets of a multiple of 512 bytes"),
     ]
