@@ -57,6 +57,10 @@
 //! treats a full 64 KiB read as "more may follow" and splits by the length fields, and
 //! only a short read ends a packet — the same rules as with 16 KiB reads.
 //!
+//! Counted on the umockdev bus (`tests/umockdev/`, every usbdevfs ioctl seen): the same
+//! session (handshake, 200 000 bytes echoed, close) takes 7 IN completions and 91 ioctls
+//! with 64 KiB reads against 19 completions and 115 ioctls with 16 KiB reads.
+//!
 //! Completions of one endpoint are reaped in submission order and their callbacks run
 //! one at a time, so the sink sees transfers in the device's order. After the first
 //! error (the device left: `LIBUSB_TRANSFER_NO_DEVICE`; stall, I/O error, overflow,
@@ -84,6 +88,14 @@
 //! LANGID, UTF-16LE → ASCII by the rules of §1.8; the backend adds the dash of 24-digit
 //! serials), `location = (bus << 16) | address`, `bus_id = (bus << 8) | address` and the
 //! speed in bit/s (§1.7).
+//!
+//! # Tests
+//!
+//! Unit tests below (descriptor parsing, configuration choice, serial conversion);
+//! `tests/usb_rusb.rs` runs discovery on whatever machine it is on (here: no USB at all,
+//! which must be reported, not crash or hang); `tests/umockdev/run.sh` runs the real
+//! libusb paths against a simulated iPhone on a umockdev bus: enumeration, configuration,
+//! claim, the IN ring, ZLPs, an engine session, close with reads queued, unplugging.
 //!
 //! # Unsafe code
 //!
