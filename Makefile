@@ -112,7 +112,7 @@ CTEST_BINS += $(if $(CXX_AVAILABLE),$(foreach s,$(filter $(CTEST_ALSO_UPSTREAM),
 endif
 
 .PHONY: all libs bins headers pc install uninstall check check-headers check-exports \
-	test-rust c-tests c-tests-build c-tests-valgrind header-compat e2e check-install bench bench-usb demo demo-usb \
+	test-rust c-tests c-tests-build c-tests-valgrind header-compat e2e check-install usb-umockdev fuzz-smoke bench bench-usb demo demo-usb \
 	clean distclean help FORCE
 
 # ---- build ---------------------------------------------------------------------------
@@ -123,8 +123,11 @@ libs: $(SO6) $(SO7) $(LINKS)
 # One cargo invocation builds the library (staticlib, cdylib, rlib) and every binary of
 # the workspace; build.rs refreshes include/*.h. The .so files relink only when the
 # archive actually changed.
+# The in-process USB backend's libusb transport (feature `usb`, vendored libusb).
+CARGO_FEATURES ?= --features usbmuxd/usb
+
 $(STATICLIB): FORCE
-	$(CARGO) build --release --workspace
+	$(CARGO) build --release --workspace $(CARGO_FEATURES)
 
 bins: $(STATICLIB)
 
@@ -217,6 +220,8 @@ check:
 	@+$(MAKE) --no-print-directory all
 	@+$(MAKE) --no-print-directory check-exports
 	@+$(MAKE) --no-print-directory test-rust
+	@+$(MAKE) --no-print-directory usb-umockdev
+	@+$(MAKE) --no-print-directory fuzz-smoke
 	@+$(MAKE) --no-print-directory c-tests
 	@+$(MAKE) --no-print-directory e2e
 	@+$(MAKE) --no-print-directory check-install
@@ -236,7 +241,20 @@ check-exports: $(SO6) $(SO7) $(LINKS)
 
 test-rust:
 	@echo "== cargo test"
-	$(CARGO) test --workspace --release
+	$(CARGO) test --workspace --release $(CARGO_FEATURES)
+
+# The libusb transport against a simulated iPhone on a umockdev bus (skips without
+# umockdev; see tests/umockdev/).
+usb-umockdev:
+	@echo "== libusb transport on a umockdev bus"
+	bash tests/umockdev/run.sh
+
+# cargo-fuzz smoke run (fuzz/ is its own workspace): FUZZ_SECONDS per target, replays
+# fuzz/regressions/; skipped when cargo-fuzz is missing unless FUZZ_REQUIRED=1.
+FUZZ_SECONDS ?= 5
+fuzz-smoke:
+	@echo "== fuzz smoke"
+	scripts/fuzz-smoke.sh $(FUZZ_SECONDS)
 
 # -- C tests
 c-tests-build: $(CTEST_BINS)
