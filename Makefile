@@ -350,6 +350,12 @@ BENCH_ITER ?= 3000
 bench: all bins
 	bench/run.sh $(BENCH_MIB) $(BENCH_ITER)
 
+# Our library, 1 GiB each way through the C API: the daemon path (usbmuxd-testd) and the
+# in-process USB backend (usbmux-simd); MB/s and CPU s per GiB of client, server, total.
+BENCH_USB_MIB ?= 1024
+bench-usb: all bins
+	bench/usb.sh $(BENCH_USB_MIB)
+
 # Debian's idevice_id / ideviceinfo on our library, against a simulated device.
 demo: all bins
 	BUILD_DIR=$(abspath $(BUILD)) scripts/demo.sh

@@ -192,6 +192,10 @@ struct SlotState {
     out: Option<(u64, UnixStream)>,
     events: VecDeque<Event>,
     buf: Vec<u8>,
+    /// The deadline the timer thread waits for (`None`: it sleeps until woken). Host input
+    /// wakes it only when the device then wants an earlier timer, not after every
+    /// transfer (that cost a wake-up and lock contention per frame).
+    timer_wait: Option<Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -313,6 +317,7 @@ impl SimBusServer {
                 out: None,
                 events: VecDeque::new(),
                 buf: Vec::new(),
+                timer_wait: None,
             }),
             wake: Condvar::new(),
         });
@@ -563,8 +568,20 @@ fn device_input(shared: &Shared, slot: &Slot, reader: &mut BufReader<UnixStream>
             return "unplugged".into();
         }
         flush(shared, slot, &mut st);
+        let wake = timer_due_earlier(&st);
         drop(st);
-        slot.wake.notify_all();
+        if wake {
+            slot.wake.notify_all();
+        }
+    }
+}
+
+/// Whether the device now wants a timer earlier than the one the timer thread waits for.
+fn timer_due_earlier(st: &SlotState) -> bool {
+    match (st.device.poll_timeout(), st.timer_wait) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(at), Some(waiting)) => at < waiting,
     }
 }
 
@@ -621,8 +638,14 @@ fn timer_loop(shared: &Shared, slot: &Slot) {
                 flush(shared, slot, &mut st);
                 continue;
             }
-            Some(at) => slot.wake.wait_timeout(st, at - now).unwrap_or_else(|p| p.into_inner()).0,
-            None => slot.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
+            Some(at) => {
+                st.timer_wait = Some(at);
+                slot.wake.wait_timeout(st, at - now).unwrap_or_else(|p| p.into_inner()).0
+            }
+            None => {
+                st.timer_wait = None;
+                slot.wake.wait(st).unwrap_or_else(|p| p.into_inner())
+            }
         };
     }
 }

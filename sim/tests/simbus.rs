@@ -401,6 +401,44 @@ fn device_timers_run_on_the_real_clock() {
     assert!(after >= Duration::from_millis(150), "ACK after {after:?}");
 }
 
+/// Host input wakes the timer thread only when the device wants an earlier timer than the
+/// one it waits for: a timer appearing while it sleeps without one (each round), and
+/// input arriving while it already waits (the second packet) must still give every ACK
+/// in time, round after round.
+#[test]
+fn device_timers_follow_input_while_waiting_and_idle() {
+    let path = temp_socket("timers-input");
+    let server = SimBusServer::bind(&path).unwrap();
+    let delay = Duration::from_millis(100);
+    let id = server.plug(device(UDID).misbehaviour(Misbehaviour::default().late_acks(delay)), PlugOptions::default());
+    let mut dev = Dev::open(&path, id.unwrap().bus_id);
+    dev.handshake(SINK_PORT);
+    let mut seq = 1;
+    for round in 0..3 {
+        let first = dev.data_packet(SINK_PORT, seq, 1, b"abcd");
+        let start = Instant::now();
+        dev.send_transfer(&first);
+        thread::sleep(Duration::from_millis(30));
+        let second = dev.data_packet(SINK_PORT, seq + 4, 1, b"efgh");
+        let second_at = Instant::now();
+        dev.send_transfer(&second);
+        seq += 8;
+        // ACKs (pure, from the timer) until everything is acknowledged.
+        loop {
+            let Packet::Tcp { header, payload } = dev.decode() else { panic!("expected TCP") };
+            assert_eq!((header.flags, payload.len()), (flags::ACK, 0), "round {round}");
+            let at = Instant::now();
+            assert!(at - start >= delay, "round {round}: ACK {} after {:?}", header.ack, at - start);
+            if header.ack == seq {
+                assert!(at - second_at >= delay, "round {round}: final ACK after {:?}", at - second_at);
+                assert!(at - second_at < T / 2, "round {round}: final ACK only after {:?}", at - second_at);
+                break;
+            }
+            assert_eq!(header.ack, seq - 4, "round {round}: the first packet's ACK");
+        }
+    }
+}
+
 #[test]
 fn hostile_input_closes_the_connection_not_the_server() {
     let path = temp_socket("hostile");
@@ -449,6 +487,56 @@ fn hostile_input_closes_the_connection_not_the_server() {
     let data = dev.data_packet(ECHO_PORT, 1, 1, b"still here");
     dev.send_transfer(&data);
     assert_eq!(dev.payload(), b"still here");
+}
+
+/// However the host's writes cut or join its frames (inside the length, inside the
+/// payload, many in one write), the device gets the same transfers; frames before a bad
+/// one in the same write still count.
+#[test]
+fn host_frames_split_or_batched_arbitrarily() {
+    let path = temp_socket("split");
+    let server = SimBusServer::bind(&path).unwrap();
+    let id = server.plug(device(UDID), PlugOptions::default()).unwrap().bus_id;
+    let mut dev = Dev::open(&path, id);
+    dev.handshake(ECHO_PORT);
+    // 8 transfers of 12036 bytes (not a multiple of 512: no ZLPs), within the host window
+    // of 131072 bytes that our never-moving ack leaves the echo.
+    let mut seq = 1;
+    let mut bytes = Vec::new();
+    let mut sent = Vec::new();
+    for i in 0..8u8 {
+        let payload: Vec<u8> = (0..12000u32).map(|j| i.wrapping_mul(31).wrapping_add(j as u8)).collect();
+        bytes.extend(frame(&dev.data_packet(ECHO_PORT, seq, 1, &payload)));
+        seq += payload.len() as u32;
+        sent.extend(payload);
+    }
+    // The first half in one write, the rest in pieces of 1 to 5000 bytes with pauses.
+    let half = 4 * (12036 + 4);
+    (&dev.stream).write_all(&bytes[..half]).unwrap();
+    let mut at = half;
+    for size in [1, 2, 3, 5000, 7, 4999, 1, 12040].iter().cycle() {
+        if at == bytes.len() {
+            break;
+        }
+        let end = (at + size).min(bytes.len());
+        (&dev.stream).write_all(&bytes[at..end]).unwrap();
+        at = end;
+        thread::sleep(Duration::from_millis(2));
+    }
+    let mut echoed = Vec::new();
+    while echoed.len() < sent.len() {
+        echoed.extend(dev.payload());
+    }
+    assert_eq!(echoed, sent);
+    assert!(server.take_events(id).iter().all(|e| !matches!(e, Event::Dropped(_))));
+    // A good frame and an oversized one in one write: the first is answered, then the
+    // connection is closed.
+    let mut both = frame(&dev.data_packet(ECHO_PORT, seq, 1, b"last"));
+    both.extend(65537u32.to_be_bytes());
+    (&dev.stream).write_all(&both).unwrap();
+    assert_eq!(dev.payload(), b"last");
+    while dev.frame().is_some() {}
+    wait_until("the device to be released", || !server.devices()[0].open);
 }
 
 #[test]
