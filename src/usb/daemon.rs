@@ -52,8 +52,12 @@ struct Inbox {
 
 impl Inbox {
     fn push(&self, input: Input) {
-        self.queue.lock().push_back(input);
-        let _ = self.waker.wake();
+        let mut queue = self.queue.lock();
+        queue.push_back(input);
+        // The I/O thread drains the whole queue each turn: one wake-up per batch suffices.
+        if queue.len() == 1 {
+            let _ = self.waker.wake();
+        }
     }
 }
 

@@ -355,7 +355,8 @@ fn connect(path: &Path, hello: Hello) -> io::Result<Connected> {
     stream.set_write_timeout(Some(HELLO_TIMEOUT))?;
     (&stream).write_all(wire::hello_line(hello).as_bytes())?;
     stream.set_write_timeout(None)?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    // Large enough for a whole frame, so one read system call usually brings one in.
+    let mut reader = BufReader::with_capacity(MAX_TRANSFER + 4, stream.try_clone()?);
     let line = wire::read_line(&mut reader)?
         .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the simulator closed the connection"))?;
     let attrs = wire::parse_reply(&line).map_err(|why| {
