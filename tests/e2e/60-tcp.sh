@@ -40,7 +40,11 @@ t_hostname() {
 	expect_eq "idevice_id -l (localhost:$port)" "$(cat "$E2E_TMP/byname.ours.out")" "$USB1
 $USB2"
 }
-check "USBMUXD_SOCKET_ADDRESS=localhost:PORT (a host name)" t_hostname
+if getent ahosts localhost >/dev/null 2>&1; then
+	check "USBMUXD_SOCKET_ADDRESS=localhost:PORT (a host name)" t_hostname
+else
+	record_skip "USBMUXD_SOCKET_ADDRESS=localhost:PORT (a host name)" "localhost does not resolve: no /etc/hosts?"
+fi
 
 t_ideviceinfo() {
 	same_as_debian info ideviceinfo -s -u "$USB2" -k UniqueDeviceID
