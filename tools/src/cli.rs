@@ -224,11 +224,13 @@ pub fn parse_inetcat(argv: &[String]) -> Outcome<InetcatConfig> {
     let Some(first) = operands.first() else {
         return exit_err(inetcat_usage(prog), EXIT_USAGE);
     };
-    // atoi, then the 16-bit truncation of usbmuxd_connect's `unsigned short` parameter.
-    let port = atoi(first) as u16;
-    if port == 0 {
+    // atoi; the check is on that int, the 16-bit truncation happens later (usbmuxd_connect
+    // takes an `unsigned short`), so 65536 passes and means port 0, as upstream.
+    let value = atoi(first);
+    if value == 0 {
         return exit_err("Invalid device_port specified!\n".into(), EXIT_BAD_DEVICE_PORT);
     }
+    let port = value as u16;
     Outcome::Run(InetcatConfig { port, udid: c.udid, lookup: lookup_options(c.network, c.local), debug: c.debug })
 }
 
@@ -338,7 +340,8 @@ mod tests {
         assert_eq!(port(&["--", "-5"]), 65531);
         assert_eq!(port(&["22", "ignored"]), 22);
         assert_eq!(port(&["-u", "X", "-n", "1234"]), 1234);
-        for bad in [&["abc"][..], &["0"], &["65536"]] {
+        assert_eq!(port(&["65536"]), 0, "checked before the truncation");
+        for bad in [&["abc"][..], &["0"], &["--", "-0"]] {
             assert_eq!(p(bad), Outcome::Exit { stdout: String::new(), stderr: "Invalid device_port specified!\n".into(), code: 234 });
         }
         match p(&[]) {

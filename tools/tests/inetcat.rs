@@ -108,7 +108,6 @@ fn command_line() {
         (&[], 2, "", "Usage: inetcat [OPTIONS] DEVICE_PORT\n"),
         (&["abc"], 234, "", "Invalid device_port specified!\n"),
         (&["0"], 234, "", "Invalid device_port specified!\n"),
-        (&["65536"], 234, "", "Invalid device_port specified!\n"),
         (&["-u", "", "22"], 2, "", "ERROR: UDID must not be empty!\nUsage: inetcat"),
         (&["-s", "x", "22"], 2, "", "{INETCAT}: invalid option -- 's'\nUsage: inetcat"),
         (&["--source=x", "22"], 2, "", "{INETCAT}: unrecognized option '--source=x'\n"),

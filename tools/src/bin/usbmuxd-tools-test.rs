@@ -11,9 +11,9 @@
 //!     other port an echo. --tcp-echo also serves an echo on 127.0.0.1 (a network
 //!     device's service), its port written to FILE. Prints `READY UNIX:PATH`; runs until
 //!     killed.
-//! usbmuxd-tools-test hold HOST PORT N [--hold-until-stdin-eof]
+//! usbmuxd-tools-test hold HOST PORT N [--hold-until-stdin-eof | --hold-until-file F]
 //!     opens N connections to an echo, proves each with a round trip, prints `HELD N`,
-//!     waits (for stdin's EOF, or not at all), does a second round trip on every
+//!     waits (for stdin's EOF, until file F exists, or not at all), does a second round trip on every
 //!     connection, prints `VERIFIED N` and closes them. Exit 0 when all N held.
 //! usbmuxd-tools-test download HOST PORT CONNS BYTES     (from the source service, port 19)
 //! usbmuxd-tools-test upload HOST PORT CONNS BYTES       (to the sink service)
@@ -422,6 +422,7 @@ fn hold(args: &[String]) -> i32 {
     let a = addr(&args.first().cloned().unwrap_or_else(|| die("HOST")), arg(args, 1, "PORT"));
     let n: usize = arg(args, 2, "N");
     let wait_stdin = args.iter().any(|x| x == "--hold-until-stdin-eof");
+    let wait_file = args.iter().position(|x| x == "--hold-until-file").and_then(|i| args.get(i + 1)).cloned();
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
     let start = Instant::now();
     let mut held: Vec<Held> = Vec::with_capacity(n);
@@ -442,6 +443,11 @@ fn hold(args: &[String]) -> i32 {
     let _ = std::io::stdout().flush();
     if wait_stdin {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    }
+    if let Some(f) = wait_file {
+        while !std::path::Path::new(&f).exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     let second = round_trip(&ep, &mut held, 2, Duration::from_secs(120));
     println!("VERIFIED {second} of {n}");
