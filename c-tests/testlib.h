@@ -7,6 +7,9 @@
  *              UNIX socket and a pair-record directory in this test's temporary
  *              directory, waits for "READY <address>", and testd_cmd() sends control
  *              commands on its stdin and reads the "OK"/"ERR" replies from its stdout.
+ *  - simulated USB bus: simd_start() runs usbmux-simd (sim/) the same way and points the
+ *              library's in-process USB backend at it (USBMUXD_BACKEND=usb,
+ *              USBMUXD_SIMBUS); testd_cmd() drives it too (plug, unplug, misbehave, ...).
  *  - cleanup:  every daemon is killed and the temporary directory removed at exit,
  *              on a fatal signal and on the safety alarm (tl_init's timeout).
  *  - misc:     monotonic clock, counts of /proc/self/fd and /proc/self/task entries.
@@ -390,6 +393,56 @@ __attribute__((format(printf, 2, 3))) static inline int testd_cmd(struct testd *
     }
 }
 
+/* Runs `bin` with `argv` (argv[0] included, NULL-terminated) as a controlled helper
+ * process: its stdin and stdout become d->to_fd / d->from_fd, it is killed with us and at
+ * cleanup, and its first line must be "READY <text>" (<text> goes to d->addr). `what`
+ * names the program in messages. Returns 0 or -1. */
+static inline int tl_spawn_ready(struct testd *d, const char *what, const char *bin, const char *const *argv)
+{
+    int in_pipe[2], out_pipe[2];
+    int i;
+    char line[PATH_MAX + 64];
+
+    if (pipe2(in_pipe, O_CLOEXEC) != 0)
+        return -1;
+    if (pipe2(out_pipe, O_CLOEXEC) != 0) {
+        close(in_pipe[0]);
+        close(in_pipe[1]);
+        return -1;
+    }
+    d->pid = fork();
+    if (d->pid < 0) {
+        perror("fork");
+        return -1;
+    }
+    if (d->pid == 0) {
+        /* The helper dies with us, whatever happens to us. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(in_pipe[0], 0);
+        dup2(out_pipe[1], 1);
+        signal(SIGPIPE, SIG_DFL);
+        execv(bin, (char *const *)argv);
+        fprintf(stderr, "execv %s: %s\n", bin, strerror(errno));
+        _exit(127);
+    }
+    close(in_pipe[0]);
+    close(out_pipe[1]);
+    d->to_fd = in_pipe[1];
+    d->from_fd = out_pipe[0];
+    for (i = 0; i < TL_MAX_DAEMONS; i++) {
+        if (!tl_daemons[i]) {
+            tl_daemons[i] = d;
+            break;
+        }
+    }
+    if (testd_read_line(d, line, sizeof line, 30000) != 0 || strncmp(line, "READY ", 6) != 0) {
+        printf("     %s: %s[%s] did not become ready\n", tl_name, what, d->name);
+        return -1;
+    }
+    tl_fmt(d->addr, sizeof d->addr, "%s", line + 6);
+    return 0;
+}
+
 /* Starts a daemon named `name` (socket <tmp>/<name>.sock, pair records in
  * <tmp>/<name>-pairs) with the extra arguments `args` (NULL-terminated, may be NULL).
  * With `use_it`, USBMUXD_SOCKET_ADDRESS is set to its address. Returns 0 or -1. */
@@ -397,9 +450,7 @@ static inline int testd_start(struct testd *d, const char *name, const char *con
 {
     const char *bin = getenv("USBMUXD_TESTD");
     const char *argv[64];
-    int in_pipe[2], out_pipe[2];
     int argc = 0, i;
-    char line[PATH_MAX + 64];
 
     memset(d, 0, sizeof *d);
     d->pid = 0;
@@ -418,44 +469,8 @@ static inline int testd_start(struct testd *d, const char *name, const char *con
     for (i = 0; args && args[i] && argc < 62; i++)
         argv[argc++] = args[i];
     argv[argc] = NULL;
-
-    if (pipe2(in_pipe, O_CLOEXEC) != 0)
+    if (tl_spawn_ready(d, "testd", bin, argv) != 0)
         return -1;
-    if (pipe2(out_pipe, O_CLOEXEC) != 0) {
-        close(in_pipe[0]);
-        close(in_pipe[1]);
-        return -1;
-    }
-    d->pid = fork();
-    if (d->pid < 0) {
-        perror("fork");
-        return -1;
-    }
-    if (d->pid == 0) {
-        /* The daemon dies with us, whatever happens to us. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(in_pipe[0], 0);
-        dup2(out_pipe[1], 1);
-        signal(SIGPIPE, SIG_DFL);
-        execv(bin, (char *const *)argv);
-        perror("execv usbmuxd-testd");
-        _exit(127);
-    }
-    close(in_pipe[0]);
-    close(out_pipe[1]);
-    d->to_fd = in_pipe[1];
-    d->from_fd = out_pipe[0];
-    for (i = 0; i < TL_MAX_DAEMONS; i++) {
-        if (!tl_daemons[i]) {
-            tl_daemons[i] = d;
-            break;
-        }
-    }
-    if (testd_read_line(d, line, sizeof line, 30000) != 0 || strncmp(line, "READY ", 6) != 0) {
-        printf("     %s: testd[%s] did not become ready\n", tl_name, name);
-        return -1;
-    }
-    tl_fmt(d->addr, sizeof d->addr, "%s", line + 6);
     if (use_it)
         setenv("USBMUXD_SOCKET_ADDRESS", d->addr, 1);
     return 0;
@@ -512,6 +527,101 @@ static inline int testd_log_count(struct testd *d, const char *needle)
     for (p = d->data; (p = strstr(p, needle)) != NULL; p += strlen(needle))
         n++;
     return n;
+}
+
+/* ---- the simulated USB bus (usbmux-simd) ------------------------------------------------ */
+
+/* The path of usbmux-simd: $USBMUX_SIMD, else next to the test daemon ($TARGET_DIR,
+ * $TARGET_DIR/release, the directory of $USBMUXD_TESTD), else target/release. Empty if
+ * none is executable. */
+static inline const char *simd_path(char *buf, size_t size)
+{
+    const char *env = getenv("USBMUX_SIMD");
+    const char *target = getenv("TARGET_DIR");
+    const char *testd = getenv("USBMUXD_TESTD");
+    if (env && *env) {
+        tl_fmt(buf, size, "%s", env);
+        if (access(buf, X_OK) == 0)
+            return buf;
+    }
+    if (target && *target) {
+        tl_fmt(buf, size, "%s/usbmux-simd", target);
+        if (access(buf, X_OK) == 0)
+            return buf;
+        tl_fmt(buf, size, "%s/release/usbmux-simd", target);
+        if (access(buf, X_OK) == 0)
+            return buf;
+    }
+    if (testd && *testd) {
+        const char *slash = strrchr(testd, '/');
+        if (slash) {
+            tl_fmt(buf, size, "%.*s/usbmux-simd", (int)(slash - testd), testd);
+            if (access(buf, X_OK) == 0)
+                return buf;
+        }
+    }
+    tl_fmt(buf, size, "target/release/usbmux-simd");
+    if (access(buf, X_OK) == 0)
+        return buf;
+    buf[0] = 0;
+    return buf;
+}
+
+/* Starts usbmux-simd named `name` (socket <tmp>/<name>.sock) with the extra arguments
+ * `args` (NULL-terminated, may be NULL: --device, --service, ...). Its control commands
+ * (plug, unplug, list, events, misbehave) go through testd_cmd(), testd_quit() stops it.
+ * With `use_it`, the library is pointed at it: USBMUXD_BACKEND=usb, USBMUXD_SIMBUS = its
+ * socket, USBMUXD_PAIR_RECORD_DIR = d->pair_dir (<tmp>/<name>-lockdown), and
+ * USBMUXD_SOCKET_ADDRESS at a socket that does not exist (no daemon may be used).
+ * Returns 0 or -1. */
+static inline int simd_start(struct testd *d, const char *name, const char *const *args, int use_it)
+{
+    char bin[PATH_MAX];
+    const char *argv[64];
+    int argc = 0, i;
+
+    memset(d, 0, sizeof *d);
+    d->pid = 0;
+    tl_fmt(d->name, sizeof d->name, "%s", name);
+    tl_fmt(d->sock, sizeof d->sock, "%s/%s.sock", tl_tmpdir, name);
+    tl_fmt(d->pair_dir, sizeof d->pair_dir, "%s/%s-lockdown", tl_tmpdir, name);
+    if (!simd_path(bin, sizeof bin)[0]) {
+        printf("     %s: usbmux-simd not found (set USBMUX_SIMD or TARGET_DIR)\n", tl_name);
+        return -1;
+    }
+    argv[argc++] = bin;
+    argv[argc++] = "--socket";
+    argv[argc++] = d->sock;
+    for (i = 0; args && args[i] && argc < 62; i++)
+        argv[argc++] = args[i];
+    argv[argc] = NULL;
+    if (tl_spawn_ready(d, "usbmux-simd", bin, argv) != 0)
+        return -1;
+    if (use_it) {
+        char nowhere[PATH_MAX + 16];
+        tl_fmt(nowhere, sizeof nowhere, "UNIX:%s/no-daemon-here.sock", tl_tmpdir);
+        setenv("USBMUXD_BACKEND", "usb", 1);
+        setenv("USBMUXD_SIMBUS", d->addr, 1);
+        setenv("USBMUXD_PAIR_RECORD_DIR", d->pair_dir, 1);
+        setenv("USBMUXD_SOCKET_ADDRESS", nowhere, 1);
+    }
+    return 0;
+}
+
+/* The bus id of the device with this UDID on the simulator, or 0 (from `list`). */
+static inline unsigned long simd_bus_id(struct testd *d, const char *udid)
+{
+    char needle[128];
+    const char *p;
+    if (testd_cmd(d, "list") != 0)
+        return 0;
+    tl_fmt(needle, sizeof needle, " udid=%s ", udid);
+    p = strstr(d->data, needle);
+    if (!p)
+        return 0;
+    while (p > d->data && p[-1] != '\n')
+        p--;
+    return strncmp(p, "DEVICE bus_id=", 14) == 0 ? strtoul(p + 14, NULL, 10) : 0;
 }
 
 /* ---- files ------------------------------------------------------------------------------ */

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use usbmux_sim::services::{Echo, Lockdownd, Service, ServiceStatus, Sink, Source};
 use usbmux_sim::simbus::{PlugOptions, SimBusServer};
 use usbmux_sim::{
-    boxed_factory, DeviceConfig, ServiceFactory, DEFAULT_SOURCE_LEN, ECHO_PORT, LOCKDOWND_PORT, SINK_PORT, SOURCE_PORT,
+    boxed_factory, ConnectionInfo, ConnectionState, DeviceConfig, Direction, Misbehaviour, ResetAfter, ServiceFactory,
+    DEFAULT_SOURCE_LEN, ECHO_PORT, LOCKDOWND_PORT, SINK_PORT, SOURCE_PORT,
 };
 
 const USAGE: &str = "\
@@ -39,6 +40,13 @@ commands (reply: OK [info] | ERR why, data lines first):
   unplug UDID|BUS_ID       unplug it: its connection closes, LEFT is announced
   list                     DEVICE lines (OK <count>)
   events UDID|BUS_ID       EVENT lines: what the device reported since last asked (OK <count>)
+  connections UDID|BUS_ID  CONNECTION lines: the device's open connections and their
+                           counters (OK <count>)
+  misbehave UDID|BUS_ID reset-after N [to-host|from-host|both] [port=P] [REASON...]
+                           reset connections (those to device port P) once N payload bytes
+                           passed (default to-host: the host gets exactly N bytes), with an
+                           RST carrying REASON (default \"simulated reset\"); until unplugged
+  misbehave UDID|BUS_ID clear   a well-behaved device again
   help                     this text
   quit                     unplug everything and exit (also on EOF)";
 
@@ -89,6 +97,67 @@ fn default_services() -> BTreeMap<u16, ServiceFactory> {
         m.insert(port, f.expect("not none"));
     }
     m
+}
+
+/// A `CONNECTION …` line of the `connections` command.
+fn connection_line(c: ConnectionInfo) -> String {
+    format!(
+        "CONNECTION id={} host_port={} device_port={} state={} bytes_received={} bytes_delivered={} bytes_sent={} bytes_acked={} unacked={} host_window={} undelivered={}",
+        c.id.get(),
+        c.host_port,
+        c.device_port,
+        match c.state {
+            ConnectionState::SynReceived => "syn-received",
+            ConnectionState::Established => "established",
+        },
+        c.stats.bytes_received,
+        c.stats.bytes_delivered,
+        c.stats.bytes_sent,
+        c.stats.bytes_acked,
+        c.unacked,
+        c.host_window,
+        c.undelivered
+    )
+}
+
+const MISBEHAVE_USAGE: &str =
+    "usage: misbehave UDID|BUS_ID reset-after N [to-host|from-host|both] [port=P] [REASON...] | clear";
+
+/// The words after `misbehave UDID|BUS_ID`: `reset-after N [to-host|from-host|both]
+/// [port=P] [REASON...]` or `clear`.
+fn parse_misbehaviour(words: &[&str]) -> Result<Misbehaviour, String> {
+    match words {
+        ["clear"] => Ok(Misbehaviour::none()),
+        ["reset-after", n, rest @ ..] => {
+            let bytes: u64 = n.parse().map_err(|_| format!("bad byte count {n:?}"))?;
+            let mut rest = rest;
+            let mut direction = Direction::ToHost;
+            if let Some((first, tail)) = rest.split_first() {
+                let d = match *first {
+                    "to-host" => Some(Direction::ToHost),
+                    "from-host" => Some(Direction::FromHost),
+                    "both" => Some(Direction::Both),
+                    _ => None,
+                };
+                if let Some(d) = d {
+                    direction = d;
+                    rest = tail;
+                }
+            }
+            let mut port = None;
+            if let Some(p) = rest.first().and_then(|w| w.strip_prefix("port=")) {
+                port = Some(p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?);
+                rest = &rest[1..];
+            }
+            let reason = if rest.is_empty() { "simulated reset".to_string() } else { rest.join(" ") };
+            let mut reset = ResetAfter::new(bytes, direction, &reason);
+            if let Some(p) = port {
+                reset = reset.on_port(p);
+            }
+            Ok(Misbehaviour::none().reset_after(reset))
+        }
+        _ => Err(MISBEHAVE_USAGE.into()),
+    }
 }
 
 /// `UDID[,PRODUCT_ID]`.
@@ -243,6 +312,30 @@ impl Controller<'_> {
                 let n = lines.len();
                 Ok((lines, n.to_string()))
             }
+            "connections" => {
+                let id = self.lookup(one_arg()?)?;
+                let lines = self
+                    .server
+                    .with_device(id, |d| {
+                        d.connections()
+                            .into_iter()
+                            .filter_map(|c| d.connection(c))
+                            .map(connection_line)
+                            .collect::<Vec<_>>()
+                    })
+                    .ok_or_else(|| format!("no device {id}"))?;
+                let n = lines.len();
+                Ok((lines, n.to_string()))
+            }
+            "misbehave" => {
+                let [what, spec @ ..] = args else { return Err(MISBEHAVE_USAGE.into()) };
+                let id = self.lookup(what)?;
+                let m = parse_misbehaviour(spec)?;
+                self.server
+                    .with_device(id, |d| d.set_misbehaviour(m, std::time::Instant::now()))
+                    .ok_or_else(|| format!("no device {what:?}"))?;
+                Ok((Vec::new(), String::new()))
+            }
             "help" => Ok((HELP.lines().map(str::to_string).collect(), String::new())),
             "quit" => Ok((Vec::new(), String::new())),
             other => Err(format!("unknown command {other:?} (try help)")),
@@ -338,6 +431,22 @@ mod tests {
         };
         assert_eq!(o.services.keys().copied().collect::<Vec<_>>(), [7]);
         assert!(matches!(args(&["-h"]), Ok(Parsed::Help)));
+        assert_eq!(parse_misbehaviour(&["clear"]), Ok(Misbehaviour::none()));
+        assert_eq!(
+            parse_misbehaviour(&["reset-after", "300000"]),
+            Ok(Misbehaviour::none().reset_after(ResetAfter::new(300_000, Direction::ToHost, "simulated reset")))
+        );
+        assert_eq!(
+            parse_misbehaviour(&["reset-after", "0", "from-host", "port=7", "going", "away"]),
+            Ok(Misbehaviour::none().reset_after(ResetAfter::new(0, Direction::FromHost, "going away").on_port(7)))
+        );
+        assert_eq!(
+            parse_misbehaviour(&["reset-after", "5", "port=19"]),
+            Ok(Misbehaviour::none().reset_after(ResetAfter::new(5, Direction::ToHost, "simulated reset").on_port(19)))
+        );
+        for bad in [&[][..], &["reset-after"], &["reset-after", "-1"], &["reset-after", "1", "port=x"], &["mute"]] {
+            assert!(parse_misbehaviour(bad).is_err(), "{bad:?}");
+        }
         for bad in [
             &["--device", "A"][..],
             &["--socket"],
