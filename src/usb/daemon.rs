@@ -297,8 +297,23 @@ impl Server {
         self.by_bus_id.remove(&d.info.bus_id);
         crate::debug!(1, "usb_backend", "device {} removed: {why}", d.record.udid);
         d.engine.device_gone();
-        // Let the engine's resets and failures reach the clients (flushing their data).
+        // Let the engine's resets and failures reach the clients.
         self.engine_events(&mut d);
+        // The engine goes with the device: hand each caller everything it still holds,
+        // then close the caller's socket once that is written. (Our reading side stays
+        // open until then: a caller whose write failed might tear down and lose what is
+        // still on its way to it, as iproxy 2.0.2 does.)
+        for (conn, token) in std::mem::take(&mut d.conns) {
+            let Some(c) = self.clients.get_mut(&token) else { continue };
+            while let Ok(n) = d.engine.recv(conn, &mut self.buf) {
+                if n == 0 {
+                    break;
+                }
+                c.out.extend_from_slice(&self.buf[..n]);
+            }
+            c.closing = true;
+            self.flush(token);
+        }
         if d.visible {
             self.notify_listeners(|version| device_event(version, msgtype::DEVICE_REMOVE, "Detached", handle));
         }

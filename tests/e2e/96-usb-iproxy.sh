@@ -102,7 +102,13 @@ cut_test() {
 	echo "device: sent $sent, acknowledged $acked ($cause)${stalled:+, stalled at $stalled}; client: $got"
 	expect_status "client" "$rc" 0
 	expect_eq "close cause" "$cause" Unplugged
-	if ((got < acked)) || ((got > sent)); then
+	# Lower bound only when the client does not write: with echo, iproxy 2.0.2's
+	# client->device thread sees its write fail when the device goes and tears the whole
+	# connection down, dropping what was still on its way to the client (its own race;
+	# the C test test_usb_backend checks the library's side of this exactly).
+	local lower=$acked
+	if [ "$port" = 7 ]; then lower=0; fi
+	if ((got < lower)) || ((got > sent)); then
 		echo "the client got $got bytes; the device had $acked of its $sent bytes acknowledged" >&2
 		return 1
 	fi
