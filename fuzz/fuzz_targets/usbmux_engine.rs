@@ -207,7 +207,8 @@ impl Harness {
             now: Instant::now(),
             usb_read_size,
             receive_window: clamp_window(s.receive_window.get()),
-            send_buffer,
+            // The engine clamps a zero send buffer to one byte.
+            send_buffer: send_buffer.max(1),
             max_payload: max_payload.clamp(1, MAX_TCP_PAYLOAD),
             ids: Vec::new(),
             conns: HashMap::new(),
