@@ -5,7 +5,8 @@
 #                   build/libusbmuxd-2.0.so.7.0.1 (SONAME .so.7, the 21 functions of 2.1.1),
 #                   their symlinks and build/libusbmuxd-2.0.pc
 #   make check      header drift, exports, cargo tests, C tests, e2e scripts, install check
-#   make install    PREFIX/prefix, LIBDIR/libdir, INCLUDEDIR/includedir, BINDIR/bindir, DESTDIR
+#   make install    PREFIX/prefix, LIBDIR/libdir, INCLUDEDIR/includedir, BINDIR/bindir,
+#                   MANDIR/mandir, DESTDIR
 #   make uninstall  removes exactly what `make install` (same variables) installs
 #   make headers    regenerates include/*.h from src/ffi (cargo build does that too)
 #   make clean      removes build/ (distclean: also `cargo clean`)
@@ -44,6 +45,8 @@ includedir ?= $(INCLUDEDIR)
 BINDIR ?= $(exec_prefix)/bin
 bindir ?= $(BINDIR)
 PKGCONFIGDIR ?= $(libdir)/pkgconfig
+MANDIR ?= $(prefix)/share/man
+mandir ?= $(MANDIR)
 DESTDIR ?=
 
 # ---- build outputs ---------------------------------------------------------------------
@@ -62,6 +65,8 @@ MAP7 := exports/$(SONAME7).map
 LINKS := $(BUILD)/$(SONAME6) $(BUILD)/$(SONAME7) $(BUILD)/$(LIBNAME).so
 PC := $(BUILD)/$(LIBNAME).pc
 HEADERS := include/usbmuxd.h include/usbmuxd-proto.h
+# Man pages of the installed programs (section 1).
+MAN_PAGES := $(sort $(wildcard tools/man/*.1))
 
 # Native libraries the Rust staticlib needs (`cargo rustc --release --lib --crate-type
 # staticlib -- --print native-static-libs`); --as-needed drops the unused ones and
@@ -112,7 +117,7 @@ CTEST_BINS += $(if $(CXX_AVAILABLE),$(foreach s,$(filter $(CTEST_ALSO_UPSTREAM),
 endif
 
 .PHONY: all libs bins headers pc install uninstall check check-headers check-exports \
-	test-rust c-tests c-tests-build c-tests-valgrind header-compat e2e check-install usb-umockdev fuzz-smoke bench bench-usb demo demo-usb \
+	test-rust c-tests c-tests-build c-tests-valgrind header-compat e2e check-install usb-umockdev fuzz-smoke bench bench-usb bench-tools demo demo-usb \
 	clean distclean help FORCE
 
 # ---- build ---------------------------------------------------------------------------
@@ -193,6 +198,8 @@ install: all
 	ln -sfn $(notdir $(SO7)) "$(DESTDIR)$(libdir)/$(LIBNAME).so"
 	$(INSTALL) -m 0644 $(HEADERS) "$(DESTDIR)$(includedir)/"
 	$(INSTALL) -m 0644 $(PC) "$(DESTDIR)$(PKGCONFIGDIR)/"
+	$(if $(MAN_PAGES),$(INSTALL) -d "$(DESTDIR)$(mandir)/man1")
+	$(if $(MAN_PAGES),$(INSTALL) -m 0644 $(MAN_PAGES) "$(DESTDIR)$(mandir)/man1/")
 	@bins='$(strip $(INSTALL_BINS))'; if [ -n "$$bins" ]; then \
 	  echo $(INSTALL) -d "$(DESTDIR)$(bindir)"; $(INSTALL) -d "$(DESTDIR)$(bindir)" || exit 1; \
 	  for b in $$bins; do \
@@ -209,6 +216,7 @@ uninstall:
 	      "$(DESTDIR)$(libdir)/$(LIBNAME).so" \
 	      $(foreach h,$(HEADERS),"$(DESTDIR)$(includedir)/$(notdir $(h))") \
 	      "$(DESTDIR)$(PKGCONFIGDIR)/$(notdir $(PC))" \
+	      $(foreach m,$(MAN_PAGES),"$(DESTDIR)$(mandir)/man1/$(notdir $(m))") \
 	      $(foreach b,$(INSTALL_BINS),"$(DESTDIR)$(bindir)/$(b)")
 	$(run_ldconfig)
 
@@ -349,6 +357,11 @@ BENCH_MIB ?= 512
 BENCH_ITER ?= 3000
 bench: all bins
 	bench/run.sh $(BENCH_MIB) $(BENCH_ITER)
+
+# Our iproxy against Debian's (libusbmuxd-tools), one run: throughput at 1 and 64
+# connections, connection setup rate, CPU s per GiB, memory at 1000 connections.
+bench-tools: all bins
+	bench/tools.sh
 
 # Our library, 1 GiB each way through the C API: the daemon path (usbmuxd-testd) and the
 # in-process USB backend (usbmux-simd); MB/s and CPU s per GiB of client, server, total.
