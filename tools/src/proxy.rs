@@ -32,12 +32,14 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Size of a forwarding buffer (one direction of one busy connection).
-pub const BUFFER_SIZE: usize = 256 * 1024;
+/// Size of a forwarding buffer (one direction of one busy connection, when copying).
+/// Small enough to stay in the L1 cache between the copy in and the copy out: on the
+/// benchmark machine 32 KiB cost 30–40 % less CPU per GiB than 64–256 KiB.
+pub const BUFFER_SIZE: usize = 32 * 1024;
 /// Spare buffers kept for reuse.
 const SPARE_BUFFERS: usize = 16;
-/// Reads per direction before a busy connection yields to the others.
-const READS_PER_TURN: usize = 4;
+/// Bytes a direction moves before a busy connection yields to the others.
+const BYTES_PER_TURN: usize = 1 << 20;
 /// Connections accepted per readiness event of a listener (it is level-triggered).
 const ACCEPTS_PER_EVENT: usize = 64;
 /// Backlog of the listening sockets (the kernel caps it at net.core.somaxconn).
@@ -236,7 +238,7 @@ fn pump_dir(conn: &mut Conn, d: usize, pools: &mut Pools) -> Result<Flow, ()> {
     let fds = [conn.client.as_fd(), device.as_fd()];
     let dir = &mut conn.dirs[d];
     let ready = &mut conn.ready;
-    let mut reads = 0;
+    let mut moved = 0;
     loop {
         // Deliver what is in flight first.
         if dir.in_pipe > 0 {
@@ -303,24 +305,25 @@ fn pump_dir(conn: &mut Conn, d: usize, pools: &mut Pools) -> Result<Flow, ()> {
             dir.release(pools);
             return Ok(Flow::Idle);
         }
-        if reads == READS_PER_TURN {
+        if moved >= BYTES_PER_TURN {
             return Ok(Flow::More);
         }
-        reads += 1;
         if dir.pipe.is_none() && dir.buf.is_none() && conn.splice[d] {
             dir.pipe = pools.get_pipe();
         }
         if let Some(pipe) = dir.pipe.as_ref() {
             match splice(fds[src], None, &pipe.w, None, pipe.size, SPLICE_FLAGS) {
                 Ok(0) => dir.eof = true,
-                Ok(n) => dir.in_pipe = n,
+                Ok(n) => {
+                    dir.in_pipe = n;
+                    moved += n;
+                }
                 Err(Errno::AGAIN) => ready[src].readable = false,
                 Err(Errno::INTR) => {}
                 Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
                     // Nothing was taken from the socket: read it with a buffer instead.
                     pools.splice = false;
                     dir.pipe = None;
-                    reads -= 1;
                 }
                 Err(_) => return Err(()),
             }
@@ -329,7 +332,10 @@ fn pump_dir(conn: &mut Conn, d: usize, pools: &mut Pools) -> Result<Flow, ()> {
         let buf = dir.buf.get_or_insert_with(|| pools.get_buf());
         match recv(fds[src], &mut buf[..], RecvFlags::empty()) {
             Ok((0, _)) => dir.eof = true,
-            Ok((n, _)) => dir.end = n,
+            Ok((n, _)) => {
+                dir.end = n;
+                moved += n;
+            }
             Err(Errno::AGAIN) => ready[src].readable = false,
             Err(Errno::INTR) => {}
             Err(_) => return Err(()),

@@ -6,18 +6,20 @@
 //! ```text
 //! usbmuxd-tools-test daemon --socket PATH [--udid UDID] [--handle N] [--tcp-echo FILE]
 //!     a minimal usbmuxd (plist protocol): ListDevices lists one USB device; Connect to
-//!     port 1234 is refused (Result 3), port 9 is a sink, port 19 a source (the client
-//!     sends a byte count, u64 little-endian; that many bytes come back, then EOF), any
-//!     other port an echo. --tcp-echo also serves an echo on 127.0.0.1 (a network
+//!     port 1234 is refused (Result 3), port 9 is a sink, port 19 a source, any other
+//!     port an echo. Sink and source first read a byte count (u64, little-endian) and
+//!     answer `k`; the source then waits for one byte and sends that many bytes, then
+//!     EOF; the sink discards everything until EOF. --tcp-echo also serves an echo on 127.0.0.1 (a network
 //!     device's service), its port written to FILE. Prints `READY UNIX:PATH`; runs until
 //!     killed.
-//! usbmuxd-tools-test hold HOST PORT N [--hold-until-stdin-eof | --hold-until-file F]
+//! usbmuxd-tools-test hold HOST PORT N [--hold-until-stdin-eof | --hold-until-file F] [--timeout S] [--one-by-one]
 //!     opens N connections to an echo, proves each with a round trip, prints `HELD N`,
 //!     waits (for stdin's EOF, until file F exists, or not at all), does a second round trip on every
 //!     connection, prints `VERIFIED N` and closes them. Exit 0 when all N held.
 //! usbmuxd-tools-test download HOST PORT CONNS BYTES     (from the source service, port 19)
 //! usbmuxd-tools-test upload HOST PORT CONNS BYTES       (to the sink service)
-//!     CONNS parallel connections move BYTES each; prints `bytes=… seconds=…`.
+//!     CONNS connections (opened one after the other, each ready before the next) move
+//!     BYTES each, all at once; prints `bytes=… seconds=…`.
 //! usbmuxd-tools-test setup HOST PORT N PARALLEL
 //!     N times: connect, one-byte echo round trip, close; PARALLEL at a time. Prints
 //!     `connections=… seconds=…`.
@@ -92,9 +94,11 @@ const CHUNK: usize = 256 * 1024;
 
 enum Service {
     Echo,
-    Sink,
-    /// Reads a byte count (u64, little-endian), sends that many bytes, half-closes.
-    Source { len: Vec<u8>, left: Option<u64>, shut: bool },
+    /// Reads an 8-byte header and answers `k`; then discards everything until EOF.
+    Sink { header: Vec<u8> },
+    /// Reads a byte count (u64, little-endian) and answers `k`; after one more byte
+    /// (`g`) sends that many bytes, then half-closes.
+    Source { header: Vec<u8>, left: Option<u64>, started: bool, shut: bool },
 }
 
 enum State {
@@ -254,7 +258,7 @@ fn serve(c: &mut DConn, device: &DeviceRecord, buf: &mut [u8], source: &[u8]) ->
             return Served::Close;
         }
         let mut sending = false;
-        if let State::Serving(Service::Source { left: Some(left), shut, .. }) = &mut c.state {
+        if let State::Serving(Service::Source { left: Some(left), started: true, shut, .. }) = &mut c.state {
             if *left > 0 {
                 match send(&c.fd, &source[..(*left).min(source.len() as u64) as usize], SendFlags::NOSIGNAL) {
                     Ok(n) => {
@@ -284,14 +288,28 @@ fn serve(c: &mut DConn, device: &DeviceRecord, buf: &mut [u8], source: &[u8]) ->
         };
         match &mut c.state {
             State::Serving(Service::Echo) => c.pending.extend_from_slice(&buf[..n]),
-            State::Serving(Service::Sink) => {}
-            State::Serving(Service::Source { len, left, .. }) => {
-                if left.is_none() {
-                    let take = (8 - len.len()).min(n);
-                    len.extend_from_slice(&buf[..take]);
-                    if len.len() == 8 {
-                        *left = Some(u64::from_le_bytes(len[..].try_into().expect("8 bytes")));
+            State::Serving(Service::Sink { header }) => {
+                if header.len() < 8 {
+                    let take = (8 - header.len()).min(n);
+                    header.extend_from_slice(&buf[..take]);
+                    if header.len() == 8 {
+                        c.pending.push(b'k');
                     }
+                }
+            }
+            State::Serving(Service::Source { header, left, started, .. }) => {
+                let mut rest = &buf[..n];
+                if left.is_none() {
+                    let take = (8 - header.len()).min(rest.len());
+                    header.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                    if header.len() == 8 {
+                        *left = Some(u64::from_le_bytes(header[..].try_into().expect("8 bytes")));
+                        c.pending.push(b'k');
+                    }
+                }
+                if left.is_some() && !rest.is_empty() {
+                    *started = true;
                 }
             }
             State::Handshake(dec) => {
@@ -312,8 +330,8 @@ fn serve(c: &mut DConn, device: &DeviceRecord, buf: &mut [u8], source: &[u8]) ->
                                 (encode_result(header.version, header.tag, 3), None)
                             } else {
                                 let service = match port {
-                                    9 => Service::Sink,
-                                    19 => Service::Source { len: Vec::new(), left: None, shut: false },
+                                    9 => Service::Sink { header: Vec::new() },
+                                    19 => Service::Source { header: Vec::new(), left: None, started: false, shut: false },
                                     _ => Service::Echo,
                                 };
                                 (encode_result(header.version, header.tag, 0), Some(service))
@@ -423,22 +441,39 @@ fn hold(args: &[String]) -> i32 {
     let n: usize = arg(args, 2, "N");
     let wait_stdin = args.iter().any(|x| x == "--hold-until-stdin-eof");
     let wait_file = args.iter().position(|x| x == "--hold-until-file").and_then(|i| args.get(i + 1)).cloned();
+    let timeout = args
+        .iter()
+        .position(|x| x == "--timeout")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|t| t.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(120));
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
     let start = Instant::now();
+    let one_by_one = args.iter().any(|x| x == "--one-by-one");
     let mut held: Vec<Held> = Vec::with_capacity(n);
     for i in 0..n {
-        let s = connect(a);
+        let mut s = connect(a);
+        if one_by_one {
+            // Proven by a round trip before the next connection is opened.
+            let mut b = [0u8; 1];
+            s.set_read_timeout(Some(timeout)).expect("timeout");
+            if s.write_all(b"x").and_then(|_| s.read_exact(&mut b)).is_err() {
+                eprintln!("connection {i}: no echo");
+            }
+        }
         s.set_nonblocking(true).expect("non-blocking");
         epoll::add(&ep, &s, epoll::EventData::new_u64(i as u64), epoll::EventFlags::IN | epoll::EventFlags::ET)
             .expect("epoll add");
         held.push(Held { stream: Some(s), want: Vec::new(), got: 0 });
     }
     let connected = start.elapsed();
-    let first = round_trip(&ep, &mut held, 1, Duration::from_secs(120));
+    let first = round_trip(&ep, &mut held, 1, timeout);
     println!(
-        "HELD {first} of {n} (connected in {:.2} s, all echoed after {:.2} s)",
+        "HELD {first} of {n} (connected in {:.2} s, all echoed after {:.2} s) connect_seconds={:.4}",
         connected.as_secs_f64(),
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        connected.as_secs_f64()
     );
     let _ = std::io::stdout().flush();
     if wait_stdin {
@@ -449,7 +484,7 @@ fn hold(args: &[String]) -> i32 {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    let second = round_trip(&ep, &mut held, 2, Duration::from_secs(120));
+    let second = round_trip(&ep, &mut held, 2, timeout);
     println!("VERIFIED {second} of {n}");
     drop(held);
     if first == n && second == n {
@@ -465,7 +500,16 @@ fn bulk(args: &[String], upload: bool) -> i32 {
     let a = addr(&args.first().cloned().unwrap_or_else(|| die("HOST")), arg(args, 1, "PORT"));
     let conns: usize = arg(args, 2, "CONNS");
     let bytes: u64 = arg(args, 3, "BYTES");
-    let streams: Vec<TcpStream> = (0..conns).map(|_| connect(a)).collect();
+    // One connection after the other, each ready (its `k` received) before the next is
+    // opened: iproxy 2.0.2 loses clients whose connections are set up concurrently.
+    let streams: Vec<TcpStream> = (0..conns)
+        .map(|_| {
+            let mut s = connect(a);
+            let mut k = [0u8; 1];
+            s.write_all(&bytes.to_le_bytes()).and_then(|_| s.read_exact(&mut k)).unwrap_or_else(|e| die(&format!("handshake: {e}")));
+            s
+        })
+        .collect();
     let start = Instant::now();
     let threads: Vec<_> = streams
         .into_iter()
@@ -483,7 +527,7 @@ fn bulk(args: &[String], upload: bool) -> i32 {
                     // The sink closes after our EOF: wait for that, so all bytes arrived.
                     let _ = s.read(&mut buf);
                 } else {
-                    s.write_all(&bytes.to_le_bytes()).map_err(|e| e.to_string())?;
+                    s.write_all(b"g").map_err(|e| e.to_string())?;
                     while moved < bytes {
                         let want = (bytes - moved).min(CHUNK as u64) as usize;
                         match s.read(&mut buf[..want]) {
