@@ -19,6 +19,9 @@
 #               connection; ours also with 8 clients at a time, closing each connection
 #               after its round trip (SETUP_N connections);
 #   memory      VmRSS of iproxy while those HOLD_N connections are open, and its threads.
+# With two CPUs or more (and taskset), each iproxy runs on CPU 1 and the daemon and the
+# load clients on CPU 0 (PIN=0 turns that off): unpinned, the figures of a 2-CPU machine
+# depend on which processes the scheduler happens to put together.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIB=${1:-1024}
@@ -36,6 +39,13 @@ DEBIAN_LIB=$(dpkg-query -L libusbmuxd6 2>/dev/null | grep '/libusbmuxd-2\.0\.so\
 [ -n "$DEBIAN" ] && [ -x "$DEBIAN" ] || { echo "Debian's iproxy (libusbmuxd-tools) is not installed"; exit 2; }
 [ -n "$DEBIAN_LIB" ] || { echo "Debian's libusbmuxd6 is not installed"; exit 2; }
 HZ=$(getconf CLK_TCK)
+PIN=${PIN:-1}
+LOAD=() PROXY=()
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    LOAD=(taskset -c 0) PROXY=(taskset -c 1)
+else
+    PIN=0
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -51,7 +61,7 @@ trap cleanup EXIT
 mkdir "$work/debian-lib"
 ln -s "$DEBIAN_LIB" "$work/debian-lib/libusbmuxd-2.0.so.6"
 
-"$HELPER" daemon --socket "$work/usbmuxd" >"$work/daemon.out" 2>"$work/daemon.err" &
+"${LOAD[@]}" "$HELPER" daemon --socket "$work/usbmuxd" >"$work/daemon.out" 2>"$work/daemon.err" &
 pids+=($!)
 for _ in $(seq 200); do grep -q READY "$work/daemon.out" 2>/dev/null && break; sleep 0.02; done
 export USBMUXD_SOCKET_ADDRESS="UNIX:$work/usbmuxd"
@@ -76,8 +86,8 @@ start() {
     echo "$name did not start: $(cat "$work/$name.err")" >&2
     exit 1
 }
-start ours "$OURS"
-start debian env LD_LIBRARY_PATH="$work/debian-lib" "$DEBIAN"
+start ours "${PROXY[@]}" "$OURS"
+start debian "${PROXY[@]}" env LD_LIBRARY_PATH="$work/debian-lib" "$DEBIAN"
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
@@ -87,7 +97,7 @@ measure() {
     shift 2
     local c0 c1 out
     c0=$(cpu_ticks "${PID[$name]}")
-    if ! out=$("$@"); then
+    if ! out=$("${LOAD[@]}" "$@"); then
         echo "$name $case: the load client failed: $out" >&2
         cat "$work/daemon.err" >&2
         exit 1
@@ -102,7 +112,7 @@ hold() {
     local name=$1 n=$2 case=$3 holder c0 c1 rss threads held secs
     rm -f "$work/release"
     c0=$(cpu_ticks "${PID[$name]}")
-    "$HELPER" hold 127.0.0.1 "${PORT_ECHO[$name]}" "$n" --hold-until-file "$work/release" --timeout 10 --one-by-one \
+    "${LOAD[@]}" "$HELPER" hold 127.0.0.1 "${PORT_ECHO[$name]}" "$n" --hold-until-file "$work/release" --timeout 10 --one-by-one \
         >"$work/hold.out" 2>/dev/null &
     holder=$!
     for _ in $(seq 6000); do
@@ -163,7 +173,7 @@ fi
 
 echo "# iproxy: ours vs Debian's $(dpkg-query -W -f '${Version}' libusbmuxd-tools 2>/dev/null), $ROUNDS rounds, medians;" \
     "$MIB MiB per transfer case, $HOLD_N connections held, $SETUP_N setups with churn"
-echo "# $(nproc) CPUs, Linux $(uname -r)"
+echo "# $(nproc) CPUs, Linux $(uname -r); $([ "$PIN" = 1 ] && echo "iproxy on CPU 1, daemon and clients on CPU 0" || echo "not pinned")"
 awk -v mib="$MIB" -v held_n="$HOLD_N" -v cmp_n="$CMP_N" '
     function median(list,   a, n, i, j, t) {
         n = split(list, a, " ")
