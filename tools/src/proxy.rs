@@ -382,7 +382,6 @@ impl Setup {
             let me = Arc::clone(self);
             let spawned = std::thread::Builder::new()
                 .name("iproxy-setup".into())
-                .stack_size(256 * 1024)
                 .spawn(move || me.work());
             match spawned {
                 Ok(_) => q.threads += 1,

@@ -371,3 +371,16 @@ fn thousands_of_connections_held_and_closed() {
     let _ = daemon.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_daemon_reached_over_tcp() {
+    // The device socket is then TCP too, and both directions are spliced.
+    let d = TestDaemon::start(DaemonConfig::tcp("127.0.0.1:0".parse().unwrap()).device(TestDevice::usb(3, SERIAL)))
+        .unwrap();
+    let p = Iproxy::start(&d.usbmuxd_socket_address(), &["PORT:7"]);
+    check_echo(&p, "127.0.0.1", 4 << 20, 40);
+    let q = Iproxy::start(&d.usbmuxd_socket_address(), &["PORT:19"]);
+    let mut s = q.connect();
+    let (got, clean) = read_to_end(&mut s);
+    assert!(clean && got == usbmuxd_testd::source_bytes(1 << 20));
+}
