@@ -19,6 +19,9 @@
 #               connection; ours also with 8 clients at a time, closing each connection
 #               after its round trip (SETUP_N connections);
 #   memory      VmRSS of iproxy while those HOLD_N connections are open, and its threads.
+#   at RATE     downloads again, RATE_MIB MiB, through a second daemon whose source is paced
+#               to RATE MB/s in 16 KiB writes (RATE=40: a device on USB 2.0), so that CPU
+#               per GiB is that of a proxy waiting for a real device (RATE=0: skipped).
 # With two CPUs or more (and taskset), each iproxy runs on CPU 1 and the daemon and the
 # load clients on CPU 0 (PIN=0 turns that off): unpinned, the figures of a 2-CPU machine
 # depend on which processes the scheduler happens to put together.
@@ -30,6 +33,8 @@ SETUP_N=${SETUP_N:-2000}
 HOLD_N=${HOLD_N:-1000}
 # 2.0.2 aborts beyond descriptor 1023 (select's FD_SETSIZE): about 500 connections.
 CMP_N=${CMP_N:-500}
+RATE=${RATE:-40}
+RATE_MIB=${RATE_MIB:-128}
 RELEASE=${TARGET_DIR:-$PWD/target/release}
 OURS=$RELEASE/iproxy
 HELPER=$RELEASE/usbmuxd-tools-test
@@ -63,7 +68,12 @@ ln -s "$DEBIAN_LIB" "$work/debian-lib/libusbmuxd-2.0.so.6"
 
 "${LOAD[@]}" "$HELPER" daemon --socket "$work/usbmuxd" >"$work/daemon.out" 2>"$work/daemon.err" &
 pids+=($!)
+if [ "$RATE" != 0 ]; then
+    "${LOAD[@]}" "$HELPER" daemon --socket "$work/usbmuxd-paced" --rate "$RATE" >"$work/daemon-paced.out" 2>"$work/daemon-paced.err" &
+    pids+=($!)
+fi
 for _ in $(seq 200); do grep -q READY "$work/daemon.out" 2>/dev/null && break; sleep 0.02; done
+for _ in $(seq 200); do [ "$RATE" = 0 ] || grep -q READY "$work/daemon-paced.out" 2>/dev/null && break; sleep 0.02; done
 export USBMUXD_SOCKET_ADDRESS="UNIX:$work/usbmuxd"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -88,6 +98,11 @@ start() {
 }
 start ours "${PROXY[@]}" "$OURS"
 start debian "${PROXY[@]}" env LD_LIBRARY_PATH="$work/debian-lib" "$DEBIAN"
+if [ "$RATE" != 0 ]; then
+    paced=USBMUXD_SOCKET_ADDRESS="UNIX:$work/usbmuxd-paced"
+    start ours_paced "${PROXY[@]}" env "$paced" "$OURS"
+    start debian_paced "${PROXY[@]}" env "$paced" LD_LIBRARY_PATH="$work/debian-lib" "$DEBIAN"
+fi
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
@@ -145,6 +160,9 @@ for round in $(seq "$ROUNDS"); do
         for conns in 1 64; do
             measure "$name" "download_$conns" "$HELPER" download 127.0.0.1 "${PORT_SRC[$name]}" "$conns" $((bytes / conns))
             measure "$name" "upload_$conns" "$HELPER" upload 127.0.0.1 "${PORT_SINK[$name]}" "$conns" $((bytes / conns))
+            if [ "$RATE" != 0 ]; then
+                measure "${name}_paced" "paced_$conns" "$HELPER" download 127.0.0.1 "${PORT_SRC[${name}_paced]}" "$conns" $(((RATE_MIB << 20) / conns))
+            fi
         done
         # Setup rate and memory: connections opened one after the other, each proven
         # by a round trip before the next, and kept open. (Closing them between setups
@@ -174,7 +192,7 @@ fi
 echo "# iproxy: ours vs Debian's $(dpkg-query -W -f '${Version}' libusbmuxd-tools 2>/dev/null), $ROUNDS rounds, medians;" \
     "$MIB MiB per transfer case, $HOLD_N connections held, $SETUP_N setups with churn"
 echo "# $(nproc) CPUs, Linux $(uname -r); $([ "$PIN" = 1 ] && echo "iproxy on CPU 1, daemon and clients on CPU 0" || echo "not pinned")"
-awk -v mib="$MIB" -v held_n="$HOLD_N" -v cmp_n="$CMP_N" '
+awk -v mib="$MIB" -v held_n="$HOLD_N" -v cmp_n="$CMP_N" -v paced_rate="$RATE" '
     function median(list,   a, n, i, j, t) {
         n = split(list, a, " ")
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -184,7 +202,8 @@ awk -v mib="$MIB" -v held_n="$HOLD_N" -v cmp_n="$CMP_N" '
         for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
         return ""
     }
-    $2 ~ /^(download|upload)_/ { k = $1 " " $2; mbps[k] = mbps[k] " " field("MBps"); cpu[k] = cpu[k] " " field("cpu") / (field("bytes") / 1073741824) }
+    { sub(/_paced$/, "", $1) }
+    $2 ~ /^(download|upload|paced)_/ { k = $1 " " $2; mbps[k] = mbps[k] " " field("MBps"); cpu[k] = cpu[k] " " field("cpu") / (field("bytes") / 1073741824) }
     $2 == "setup8" { rate8 = rate8 " " field("per_second"); scpu8 = scpu8 " " field("cpu") * 1000 / field("connections") }
     $2 == "hold_cmp" {
         k = $1; rss[k] = rss[k] " " field("rss_kb"); thr[k] = thr[k] " " field("threads"); held[k] = held[k] " " field("held")
@@ -193,12 +212,14 @@ awk -v mib="$MIB" -v held_n="$HOLD_N" -v cmp_n="$CMP_N" '
     $2 == "hold" { k = $1; rss_n[k] = rss_n[k] " " field("rss_kb"); thr_n[k] = thr_n[k] " " field("threads"); held_n_[k] = held_n_[k] " " field("held") }
     END {
         printf "%-22s %14s %14s %14s %14s %9s\n", "case", "Debian MB/s", "ours MB/s", "Debian CPU s/GiB", "ours CPU s/GiB", "GiB/CPU-s"
-        n = split("download_1 download_64 upload_1 upload_64", cases, " ")
+        n = split("download_1 download_64 upload_1 upload_64 paced_1 paced_64", cases, " ")
         for (i = 1; i <= n; i++) {
             c = cases[i]; split(c, p, "_")
+            if (!(("ours " c) in cpu)) continue
             dm = median(mbps["debian " c]); om = median(mbps["ours " c])
             dc = median(cpu["debian " c]); oc = median(cpu["ours " c])
-            printf "%-22s %14.0f %14.0f %16.3f %14.3f %8.2fx\n", p[1] " x" p[2] " conn", dm, om, dc, oc, dc / oc
+            label = p[1] == "paced" ? "download@" paced_rate "MB/s x" p[2] : p[1] " x" p[2] " conn"
+            printf "%-22s %14.0f %14.0f %16.3f %14.3f %8.2fx\n", label, dm, om, dc, oc, dc / oc
         }
         printf "%-22s %14.0f %14.0f %13.3f ms %11.3f ms %8.2fx\n", "setup, one by one", median(rate["debian"]), median(rate["ours"]), median(scpu["debian"]), median(scpu["ours"]), median(scpu["debian"]) / (median(scpu["ours"]) > 0 ? median(scpu["ours"]) : 0.001)
         printf "%-22s %14s %14.0f %16s %11.3f ms\n", "setup, 8 at a time", "-", median(rate8), "-", median(scpu8)

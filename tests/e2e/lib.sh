@@ -86,6 +86,22 @@ e2e_init() {
 	# Make sure no stray setting of the caller picks another daemon or library.
 	unset USBMUXD_SOCKET_ADDRESS
 	e2e_find_debian_lib
+	e2e_debian_programs_first
+}
+
+# Puts Debian's packaged programs (libusbmuxd-tools, libimobiledevice-utils) first in
+# PATH, through links in a private directory: after `make install`, /usr/local/bin holds
+# our iproxy and inetcat under the same names, and they come before /usr/bin.
+e2e_debian_programs_first() {
+	command -v dpkg-query >/dev/null || return 0
+	local dir=$E2E_TMP/debian-bin f
+	mkdir -p "$dir"
+	while read -r f; do
+		case $f in
+		*/bin/*) if [ -f "$f" ] && [ -x "$f" ]; then ln -sf "$f" "$dir/"; fi ;;
+		esac
+	done < <(dpkg-query -L libusbmuxd-tools libimobiledevice-utils 2>/dev/null || true)
+	PATH=$dir:$PATH
 }
 
 # Prints a message and fails the whole script (set-up problems, not test failures).
@@ -272,7 +288,8 @@ wait_for_count() {
 wait_for_sockets() {
 	local pid=$1 n=$2 limit=${3:-10} start=$SECONDS count
 	while :; do
-		count=$(find "/proc/$pid/fd" -lname 'socket:*' 2>/dev/null | wc -l)
+		# find fails once the process is gone: the count is then 0, not an abort.
+		count=$( (find "/proc/$pid/fd" -lname 'socket:*' 2>/dev/null || true) | wc -l)
 		[ "$count" -eq "$n" ] && return 0
 		if ((SECONDS - start >= limit)); then
 			echo "process $pid has $count sockets open, expected $n" >&2

@@ -4,14 +4,15 @@
 //! proxy; this helper provides both sides, event-driven:
 //!
 //! ```text
-//! usbmuxd-tools-test daemon --socket PATH [--udid UDID] [--handle N] [--tcp-echo FILE]
+//! usbmuxd-tools-test daemon --socket PATH [--udid UDID] [--handle N] [--tcp-echo FILE] [--rate MBPS [--write-size BYTES]]
 //!     a minimal usbmuxd (plist protocol): ListDevices lists one USB device; Connect to
 //!     port 1234 is refused (Result 3), port 9 is a sink, port 19 a source, any other
 //!     port an echo. Sink and source first read a byte count (u64, little-endian) and
 //!     answer `k`; the source then waits for one byte and sends that many bytes, then
 //!     EOF; the sink discards everything until EOF. --tcp-echo also serves an echo on 127.0.0.1 (a network
-//!     device's service), its port written to FILE. Prints `READY UNIX:PATH`; runs until
-//!     killed.
+//!     device's service), its port written to FILE. --rate paces the sources to MBPS
+//!     MB/s (10^6 bytes) in all, in writes of BYTES (default 16384), as a device on a
+//!     real USB bus delivers them. Prints `READY UNIX:PATH`; runs until killed.
 //! usbmuxd-tools-test hold HOST PORT N [--hold-until-stdin-eof | --hold-until-file F] [--timeout S] [--one-by-one]
 //!     opens N connections to an echo, proves each with a round trip, prints `HELD N`,
 //!     waits (for stdin's EOF, until file F exists, or not at all), does a second round trip on every
@@ -114,6 +115,36 @@ struct DConn {
     eof: bool,
 }
 
+/// Paces the sources to a byte rate (`--rate`), in writes of `write_size`: a token
+/// bucket holding 4 ms of the rate (at least one write), enough to catch up with the
+/// millisecond granularity of the poll timeout, too little for a burst after a pause.
+struct Pacer {
+    bytes_per_second: f64,
+    write_size: usize,
+    start: Instant,
+    sent: u64,
+}
+
+impl Pacer {
+    /// How many bytes a source may write now (0: wait).
+    fn allowance(&mut self) -> usize {
+        let due = (self.start.elapsed().as_secs_f64() * self.bytes_per_second) as u64;
+        let capacity = (self.bytes_per_second * 0.004).max(self.write_size as f64) as u64;
+        self.sent = self.sent.max(due.saturating_sub(capacity));
+        if due >= self.sent + self.write_size as u64 {
+            self.write_size
+        } else {
+            0
+        }
+    }
+
+    /// Time until the next write is due.
+    fn wait(&self) -> Duration {
+        let next = (self.sent + self.write_size as u64) as f64 / self.bytes_per_second;
+        Duration::from_secs_f64(next).saturating_sub(self.start.elapsed())
+    }
+}
+
 fn device_list_reply(tag: u32, device: &DeviceRecord) -> Vec<u8> {
     let mut d = plist::Dictionary::new();
     let entry = attached_dict(device, Some(0x1400_0000));
@@ -126,6 +157,8 @@ fn daemon(args: &[String]) -> i32 {
     let mut udid = "00008030-001A2B3C4D5E6F70".to_string();
     let mut handle = 3u32;
     let mut tcp_echo_file = None;
+    let mut rate_mbps: Option<f64> = None;
+    let mut write_size = 16384usize;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut v = || it.next().cloned().unwrap_or_else(|| die(&format!("{a} needs a value")));
@@ -134,6 +167,10 @@ fn daemon(args: &[String]) -> i32 {
             "--udid" => udid = v(),
             "--handle" => handle = v().parse().unwrap_or_else(|_| die("bad handle")),
             "--tcp-echo" => tcp_echo_file = Some(v()),
+            "--rate" => rate_mbps = Some(v().parse().ok().filter(|r: &f64| *r > 0.0).unwrap_or_else(|| die("bad rate"))),
+            "--write-size" => {
+                write_size = v().parse().ok().filter(|n| (1..=CHUNK).contains(n)).unwrap_or_else(|| die("bad write size"))
+            }
             other => die(&format!("unknown daemon option {other}")),
         }
     }
@@ -172,10 +209,19 @@ fn daemon(args: &[String]) -> i32 {
     let source = vec![0x5au8; CHUNK];
     let mut events: Vec<epoll::Event> = Vec::with_capacity(1024);
     let mut again: Vec<u64> = Vec::new();
+    let mut pacer = rate_mbps.map(|r| Pacer { bytes_per_second: r * 1e6, write_size, start: Instant::now(), sent: 0 });
+    let mut paced: Vec<u64> = Vec::new();
     loop {
         events.clear();
-        let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
-        let timeout = (!again.is_empty()).then_some(&zero);
+        let pause = if !again.is_empty() {
+            Some(Duration::ZERO)
+        } else if paced.is_empty() {
+            None
+        } else {
+            pacer.as_ref().map(Pacer::wait)
+        };
+        let pause = pause.map(|d| rustix::event::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 });
+        let timeout = pause.as_ref();
         match epoll::wait(&ep, spare_capacity(&mut events), timeout) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(e) => die(&format!("epoll_wait: {e}")),
@@ -208,21 +254,26 @@ fn daemon(args: &[String]) -> i32 {
                 continue;
             }
             let Some(c) = conns.get_mut(&token) else { continue };
-            match serve(c, &device, &mut buf, &source) {
+            match serve(c, &device, &mut buf, &source, pacer.as_mut()) {
                 Served::Wait => {}
+                Served::Paced => paced.push(token),
                 Served::Again => again.push(token),
                 Served::Close => {
                     conns.remove(&token);
                 }
             }
         }
+        if pacer.as_mut().is_some_and(|p| p.allowance() > 0) {
+            again.append(&mut paced);
+        }
         let mut queued = std::mem::take(&mut again);
         queued.sort_unstable();
         queued.dedup();
         for token in queued {
             let Some(c) = conns.get_mut(&token) else { continue };
-            match serve(c, &device, &mut buf, &source) {
+            match serve(c, &device, &mut buf, &source, pacer.as_mut()) {
                 Served::Wait => {}
+                Served::Paced => paced.push(token),
                 Served::Again => again.push(token),
                 Served::Close => {
                     conns.remove(&token);
@@ -235,13 +286,15 @@ fn daemon(args: &[String]) -> i32 {
 enum Served {
     /// Waits for readiness.
     Wait,
+    /// Waits for the pacer (`--rate`).
+    Paced,
     /// Used its turn with work left.
     Again,
     Close,
 }
 
 /// Advances one daemon connection for one turn.
-fn serve(c: &mut DConn, device: &DeviceRecord, buf: &mut [u8], source: &[u8]) -> Served {
+fn serve(c: &mut DConn, device: &DeviceRecord, buf: &mut [u8], source: &[u8], mut pacer: Option<&mut Pacer>) -> Served {
     for _ in 0..8 {
         // Replies and echoed bytes first; while they are pending, read nothing more.
         while !c.pending.is_empty() {
@@ -260,9 +313,16 @@ fn serve(c: &mut DConn, device: &DeviceRecord, buf: &mut [u8], source: &[u8]) ->
         let mut sending = false;
         if let State::Serving(Service::Source { left: Some(left), started: true, shut, .. }) = &mut c.state {
             if *left > 0 {
-                match send(&c.fd, &source[..(*left).min(source.len() as u64) as usize], SendFlags::NOSIGNAL) {
+                let allowed = pacer.as_deref_mut().map_or(source.len(), Pacer::allowance);
+                if allowed == 0 {
+                    return Served::Paced;
+                }
+                match send(&c.fd, &source[..(*left).min(allowed as u64) as usize], SendFlags::NOSIGNAL) {
                     Ok(n) => {
                         *left -= n as u64;
+                        if let Some(p) = pacer.as_deref_mut() {
+                            p.sent += n as u64;
+                        }
                         sending = true;
                     }
                     Err(Errno::INTR) => sending = true,
