@@ -211,6 +211,7 @@ fn daemon(args: &[String]) -> i32 {
     let mut again: Vec<u64> = Vec::new();
     let mut pacer = rate_mbps.map(|r| Pacer { bytes_per_second: r * 1e6, write_size, start: Instant::now(), sent: 0 });
     let mut paced: Vec<u64> = Vec::new();
+    let mut turn: Vec<u64> = Vec::new();
     loop {
         events.clear();
         let pause = if !again.is_empty() {
@@ -253,23 +254,17 @@ fn daemon(args: &[String]) -> i32 {
                 }
                 continue;
             }
-            let Some(c) = conns.get_mut(&token) else { continue };
-            match serve(c, &device, &mut buf, &source, pacer.as_mut()) {
-                Served::Wait => {}
-                Served::Paced => paced.push(token),
-                Served::Again => again.push(token),
-                Served::Close => {
-                    conns.remove(&token);
-                }
-            }
+            turn.push(token);
         }
+        // This turn: the connections with events, those that used up their last turn
+        // with work left, and the paced ones when the pacer allows.
+        turn.append(&mut again);
         if pacer.as_mut().is_some_and(|p| p.allowance() > 0) {
-            again.append(&mut paced);
+            turn.append(&mut paced);
         }
-        let mut queued = std::mem::take(&mut again);
-        queued.sort_unstable();
-        queued.dedup();
-        for token in queued {
+        turn.sort_unstable();
+        turn.dedup();
+        for token in turn.drain(..) {
             let Some(c) = conns.get_mut(&token) else { continue };
             match serve(c, &device, &mut buf, &source, pacer.as_mut()) {
                 Served::Wait => {}
