@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use usbmux_sim::services::{lockdownd, source_pattern, Lockdownd, Service as _, ServiceStatus};
+use usbmux_sim::services::{extend_with_pattern, lockdownd, Lockdownd, Service as _, ServiceStatus};
 
 /// Traffic of one service (one device port), over all its connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -134,7 +134,7 @@ fn source(stream: &mut Stream, n: u64, counters: &Counters) -> io::Result<()> {
     while offset < n {
         chunk.clear();
         let len = (n - offset).min(16384);
-        chunk.extend((offset..offset + len).map(source_pattern));
+        extend_with_pattern(&mut chunk, offset, len as usize);
         stream.write_all(&chunk)?;
         counters.add_sent(chunk.len());
         offset += len;

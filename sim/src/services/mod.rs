@@ -31,7 +31,7 @@ pub mod source;
 pub use echo::Echo;
 pub use lockdownd::Lockdownd;
 pub use sink::Sink;
-pub use source::{source_bytes, source_pattern, Source};
+pub use source::{extend_with_pattern, source_bytes, source_pattern, Source};
 
 /// What a service wants done with its connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,23 @@ pub fn source_bytes(n: usize) -> Vec<u8> {
     (0..n as u64).map(source_pattern).collect()
 }
 
+/// Appends `len` bytes of [`source_pattern`] from `offset` on to `buf`. The pattern repeats
+/// every 251 bytes: whole slices of one period are copied instead of a remainder computed
+/// per byte (sources feed throughput benchmarks).
+pub fn extend_with_pattern(buf: &mut Vec<u8>, mut offset: u64, len: usize) {
+    static PERIOD: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let period = PERIOD.get_or_init(|| source_bytes(2 * 251));
+    buf.reserve(len);
+    let mut left = len;
+    while left > 0 {
+        let start = (offset % 251) as usize;
+        let n = left.min(251);
+        buf.extend_from_slice(&period[start..start + n]);
+        offset += n as u64;
+        left -= n;
+    }
+}
+
 /// Sends `len` bytes of [`source_pattern`] as fast as the host's window allows, then ends
 /// **cleanly**: since the protocol has no FIN, the device sends a bare RST (no payload)
 /// once the host has acknowledged the last byte, i.e. once the host's consumer has read
@@ -62,18 +79,9 @@ impl Service for Source {
     }
 
     fn poll_output(&mut self, buf: &mut Vec<u8>, max: usize) {
-        // The pattern repeats every 251 bytes: copy whole slices of one period instead of
-        // computing a remainder per byte (this service feeds throughput benchmarks).
-        static PERIOD: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-        let period = PERIOD.get_or_init(|| source_bytes(2 * 251));
-        let mut left = (self.len - self.sent).min(max as u64) as usize;
-        while left > 0 {
-            let start = (self.sent % 251) as usize;
-            let n = left.min(251);
-            buf.extend_from_slice(&period[start..start + n]);
-            self.sent += n as u64;
-            left -= n;
-        }
+        let n = (self.len - self.sent).min(max as u64) as usize;
+        extend_with_pattern(buf, self.sent, n);
+        self.sent += n as u64;
     }
 
     fn status(&self) -> ServiceStatus {
@@ -94,6 +102,12 @@ mod tests {
         assert_eq!(source_bytes(3), [0, 1, 2]);
         assert_eq!(source_pattern(251), 0);
         assert_eq!(source_pattern(252), 1);
+        for (offset, len) in [(0u64, 0usize), (0, 1000), (250, 3), (251 * 7 + 13, 700)] {
+            let mut buf = vec![9];
+            extend_with_pattern(&mut buf, offset, len);
+            let want: Vec<u8> = std::iter::once(9).chain((offset..offset + len as u64).map(source_pattern)).collect();
+            assert_eq!(buf, want, "offset {offset} len {len}");
+        }
     }
 
     #[test]
