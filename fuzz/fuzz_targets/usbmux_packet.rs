@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     for format in FORMATS {
         check_packet(data, format);
         check_mux_header(data, format);
-        if let Some(body) = data.get(format.len()..) {
+        if let Some(body) = data.get(format.header_len()..) {
             check_tcp_header(body);
         }
     }
@@ -50,10 +50,10 @@ fn check_packet(data: &[u8], format: HeaderFormat) {
     // it reads are ignored); every other packet re-encodes to the same length, and
     // to the same bytes apart from the TCP fields the decoder ignores.
     match &packet {
-        Packet::Version(_) => assert_eq!(encoded.len(), format.len() + 12),
+        Packet::Version(_) => assert_eq!(encoded.len(), format.header_len() + 12),
         Packet::Tcp { .. } => {
             assert_eq!(encoded.len(), data.len());
-            let t = format.len();
+            let t = format.header_len();
             assert_eq!(encoded[..t + 12], data[..t + 12]);
             assert_eq!(encoded[t + 12] >> 4, data[t + 12] >> 4);
             assert_eq!(encoded[t + 13..t + 16], data[t + 13..t + 16]);
@@ -70,8 +70,8 @@ fn check_mux_header(data: &[u8], format: HeaderFormat) {
     let Ok(header) = MuxHeader::decode(data, format) else { return };
     let mut out = Vec::new();
     header.encode_into(&mut out);
-    assert_eq!(out.len(), format.len());
-    assert_eq!(out, data[..format.len()], "mux header is not re-encoded byte for byte");
+    assert_eq!(out.len(), format.header_len());
+    assert_eq!(out, data[..format.header_len()], "mux header is not re-encoded byte for byte");
     assert_eq!(MuxHeader::decode(&out, format).expect("re-encoded header decodes"), header);
     // A long header's first 8 bytes are also a valid short header with the same fields.
     if format == HeaderFormat::Long {

@@ -145,7 +145,11 @@ mod tests {
         let buid = s.read_buid();
         assert_eq!(buid.len(), 36);
         assert!(buid.chars().all(|c| c == '-' || c.is_ascii_digit() || c.is_ascii_uppercase()));
+        assert_eq!([8, 13, 18, 23].map(|i| buid.as_bytes()[i]), [b'-'; 4]);
         assert_eq!(s.read_buid(), buid);
+        assert_eq!(PairStore::new(s.dir()).read_buid(), buid);
+        let text = fs::read_to_string(s.dir().join(SYSTEM_CONFIG)).unwrap();
+        assert!(text.contains("<key>SystemBUID</key>"));
         let mode = fs::metadata(s.dir().join(SYSTEM_CONFIG)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         fs::remove_dir_all(s.dir()).unwrap();
@@ -157,17 +161,19 @@ mod tests {
         let mut d = Dictionary::new();
         d.insert("HostID".into(), "ABC".into());
         let mut binary = Vec::new();
-        Value::Dictionary(d).to_writer_binary(&mut binary).unwrap();
+        Value::Dictionary(d.clone()).to_writer_binary(&mut binary).unwrap();
         let udid = "00008030-001A2B3C4D5E6F70";
         assert_eq!(s.read(udid), Err(ENOENT));
         s.save(udid, &binary).unwrap();
         let stored = s.read(udid).unwrap();
         assert!(stored.starts_with(b"<?xml"));
+        assert_eq!(crate::proto::xml_to_dict(&stored).unwrap(), d);
         let mode = fs::metadata(s.dir().join(format!("{udid}.plist"))).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(s.save(udid, b"short"), Err(EINVAL));
         assert_eq!(s.save(udid, b"<?xml version=\"1.0\"?><plist><array/></plist>"), Err(EINVAL));
-        for bad in ["../evil", "a/b", "", "..", "SystemConfiguration.plist"] {
+        assert_eq!(s.save(udid, b"<plist version=\"1.0\"><string>x</string></plist>"), Err(EINVAL));
+        for bad in ["../evil", "a/b", "", "..", "SystemConfiguration.plist", "a.b", "a b", "é"] {
             assert_eq!(s.save(bad, &binary), Err(EINVAL), "{bad}");
             assert_eq!(s.read(bad), Err(EINVAL), "{bad}");
             assert_eq!(s.delete(bad), Err(EINVAL), "{bad}");

@@ -75,7 +75,8 @@ pub enum HeaderFormat {
 }
 
 impl HeaderFormat {
-    pub fn len(self) -> usize {
+    /// Bytes of this header.
+    pub fn header_len(self) -> usize {
         match self {
             HeaderFormat::Short => SHORT_HEADER_LEN,
             HeaderFormat::Long => LONG_HEADER_LEN,
@@ -177,8 +178,8 @@ impl MuxHeader {
 
     /// Decodes a header in the given format.
     pub fn decode(bytes: &[u8], format: HeaderFormat) -> Result<MuxHeader, CodecError> {
-        if bytes.len() < format.len() {
-            return Err(CodecError::Short { len: bytes.len(), need: format.len() });
+        if bytes.len() < format.header_len() {
+            return Err(CodecError::Short { len: bytes.len(), need: format.header_len() });
         }
         let number = be32(&bytes[0..4]);
         let protocol = Protocol::from_number(number).ok_or(CodecError::UnknownProtocol(number))?;
@@ -292,7 +293,7 @@ impl Packet {
         if header.length as usize != bytes.len() {
             return Err(CodecError::LengthMismatch { field: header.length, actual: bytes.len() });
         }
-        let body = &bytes[format.len()..];
+        let body = &bytes[format.header_len()..];
         let packet = match header.protocol {
             Protocol::Version => {
                 if body.len() < 12 {

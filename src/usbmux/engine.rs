@@ -266,7 +266,7 @@ impl Engine {
         }
         if header.protocol == Protocol::Tcp {
             // Hot path: parse in place, no copy of the payload.
-            let body = &bytes[format.len()..];
+            let body = &bytes[format.header_len()..];
             match TcpHeader::decode(body) {
                 Ok(tcp) => self.handle_tcp(tcp, &body[TCP_HEADER_LEN..], now),
                 Err(e) => self.events.push_back(EngineEvent::InputDropped(e)),

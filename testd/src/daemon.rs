@@ -4,7 +4,6 @@ use crate::config::{DaemonConfig, Listen, ProtocolMode, Service, TestDevice};
 use crate::log::LoggedRequest;
 use crate::misbehaviour::{Arsenal, Misbehaviour, RequestKind, Times};
 use crate::net::{BoundAddress, Listener};
-use crate::pairing::PairStore;
 use crate::server::{AcceptLoop, ConnectionSet};
 use crate::services::ServiceStats;
 use crate::state::{Event, Shared, State};
@@ -17,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use usbmuxd::usb::pairing::PairStore;
 
 /// Why a runtime control call was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

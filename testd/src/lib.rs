@@ -38,7 +38,6 @@ mod daemon;
 mod log;
 pub mod misbehaviour;
 mod net;
-mod pairing;
 mod server;
 mod services;
 mod state;
@@ -52,8 +51,10 @@ pub use daemon::{ControlError, TestDaemon};
 pub use log::LoggedRequest;
 pub use misbehaviour::{Misbehaviour, RequestKind, Times};
 pub use net::BoundAddress;
-pub use pairing::valid_record_id;
 pub use services::{ServiceServer, ServiceStats};
 /// The minimal lockdownd the devices serve (from the `usbmux-sim` crate).
 pub use usbmux_sim::services::lockdownd;
 pub use usbmux_sim::services::{source_bytes, source_pattern};
+/// Which pair-record ids are accepted (UDID characters); the daemon keeps its records
+/// with the library's store, `usbmuxd::usb::pairing::PairStore`.
+pub use usbmuxd::valid_record_id;

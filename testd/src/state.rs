@@ -7,7 +7,6 @@ use crate::daemon::ControlError;
 use crate::log::LoggedRequest;
 use crate::misbehaviour::Arsenal;
 use crate::net::Stream;
-use crate::pairing::PairStore;
 use crate::server::ConnectionSet;
 use crate::services::Counters;
 use parking_lot::{Condvar, Mutex};
@@ -20,6 +19,7 @@ use usbmuxd::proto::{
     attached_dict, device_event_dict, encode_binary_device_add, encode_binary_device_event,
     encode_plist_message, msgtype, ConnectionType, VERSION_PLIST,
 };
+use usbmuxd::usb::pairing::PairStore;
 
 /// A device event, as sent to listeners.
 #[derive(Debug, Clone, Copy)]
