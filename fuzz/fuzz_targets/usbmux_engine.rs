@@ -291,7 +291,7 @@ impl Harness {
                 if !matches!(self.state, DevState::Active(_)) {
                     return;
                 }
-                let Ok(tcp) = TcpHeader::decode(&bytes[format.len()..]) else { return };
+                let Ok(tcp) = TcpHeader::decode(&bytes[format.header_len()..]) else { return };
                 let id = ConnectionId(tcp.dest_port);
                 // Connections only disappear inside handle_input, never appear: one that
                 // exists now existed when this packet was handled.
@@ -344,7 +344,7 @@ impl Harness {
             (HeaderFormat::Short, true) => HeaderFormat::Long,
             (HeaderFormat::Long, true) => HeaderFormat::Short,
         };
-        let max = MAX_IN_PACKET - format.len() - TCP_HEADER_LEN;
+        let max = MAX_IN_PACKET - format.header_len() - TCP_HEADER_LEN;
         let len = (*payload_len as usize).min(max);
         let payload: Vec<u8> = (0..len).map(|i| (seq as usize).wrapping_add(i) as u8).collect();
         let header = TcpHeader { source_port: sport, dest_port: dport, seq, ack, flags, window: (*window as u32) << 8 };
