@@ -72,7 +72,8 @@ pub fn inetcat_usage(prog: &str) -> String {
     )
 }
 
-const IPROXY_LONGS: &[LongOption] = &[
+/// The long options of both programs, in `option_lines` order; `--source` is iproxy's only.
+const LONG_OPTIONS: [LongOption; 7] = [
     LongOption { name: "udid", has_arg: true, short: 'u' },
     LongOption { name: "network", has_arg: false, short: 'n' },
     LongOption { name: "local", has_arg: false, short: 'l' },
@@ -82,14 +83,10 @@ const IPROXY_LONGS: &[LongOption] = &[
     LongOption { name: "version", has_arg: false, short: 'v' },
 ];
 
-const INETCAT_LONGS: &[LongOption] = &[
-    LongOption { name: "udid", has_arg: true, short: 'u' },
-    LongOption { name: "network", has_arg: false, short: 'n' },
-    LongOption { name: "local", has_arg: false, short: 'l' },
-    LongOption { name: "help", has_arg: false, short: 'h' },
-    LongOption { name: "debug", has_arg: false, short: 'd' },
-    LongOption { name: "version", has_arg: false, short: 'v' },
-];
+/// The long options of iproxy (`with_source`) or of inetcat.
+pub(crate) fn long_options(with_source: bool) -> Vec<LongOption> {
+    LONG_OPTIONS.into_iter().filter(|o| with_source || o.short != 's').collect()
+}
 
 /// What to do after parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +183,7 @@ fn common_options<T>(
 /// Parses iproxy's command line (`argv[0]` included).
 pub fn parse_iproxy(argv: &[String]) -> Outcome<IproxyConfig> {
     let usage = |p: &str| iproxy_usage(p);
-    let (c, operands) = match common_options(argv, "dhu:lns:v", IPROXY_LONGS, "iproxy", &usage) {
+    let (c, operands) = match common_options(argv, "dhu:lns:v", &long_options(true), "iproxy", &usage) {
         Ok(x) => x,
         Err(outcome) => return outcome,
     };
@@ -216,7 +213,7 @@ pub fn parse_iproxy(argv: &[String]) -> Outcome<IproxyConfig> {
 /// Parses inetcat's command line (`argv[0]` included).
 pub fn parse_inetcat(argv: &[String]) -> Outcome<InetcatConfig> {
     let usage = |p: &str| inetcat_usage(p);
-    let (c, operands) = match common_options(argv, "dhu:lnv", INETCAT_LONGS, "inetcat", &usage) {
+    let (c, operands) = match common_options(argv, "dhu:lnv", &long_options(false), "inetcat", &usage) {
         Ok(x) => x,
         Err(outcome) => return outcome,
     };

@@ -164,19 +164,16 @@ impl Iterator for Getopt<'_> {
 mod tests {
     use super::*;
 
-    const LONGS: &[LongOption] = &[
-        LongOption { name: "udid", has_arg: true, short: 'u' },
-        LongOption { name: "network", has_arg: false, short: 'n' },
-        LongOption { name: "local", has_arg: false, short: 'l' },
-        LongOption { name: "source", has_arg: true, short: 's' },
-        LongOption { name: "help", has_arg: false, short: 'h' },
-        LongOption { name: "debug", has_arg: false, short: 'd' },
-        LongOption { name: "version", has_arg: false, short: 'v' },
-        LongOption { name: "verbose", has_arg: false, short: 'V' },
-    ];
+    /// iproxy's long options and `--verbose`, which makes `--ve` ambiguous.
+    fn longs() -> Vec<LongOption> {
+        let mut longs = crate::cli::long_options(true);
+        longs.push(LongOption { name: "verbose", has_arg: false, short: 'V' });
+        longs
+    }
 
     fn run(args: &[&str]) -> (Vec<Item>, Vec<String>) {
-        let mut g = Getopt::new("prog", args.iter().map(|s| s.to_string()).collect(), "dhu:lns:v", LONGS).posix(false);
+        let longs = longs();
+        let mut g = Getopt::new("prog", args.iter().map(|s| s.to_string()).collect(), "dhu:lns:v", &longs).posix(false);
         let items: Vec<Item> = g.by_ref().collect();
         (items, g.operands().to_vec())
     }
