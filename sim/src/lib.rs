@@ -36,6 +36,7 @@ pub mod link;
 pub mod misbehaviour;
 pub mod services;
 pub mod simbus;
+pub mod stdio;
 
 pub use config::{
     boxed_factory, DeviceConfig, Framing, ServiceFactory, DEFAULT_MAX_SEGMENT, DEFAULT_SOURCE_LEN, DEFAULT_UDID,

@@ -1,8 +1,8 @@
 //! `usbmuxd-testd`: the fake daemon as a program, driven over stdin/stdout by C and shell
 //! tests. See `usbmuxd_testd::cli::USAGE` and `usbmuxd_testd::control::HELP`.
 
-use std::io::{BufRead, Write};
 use std::process::ExitCode;
+use usbmux_sim::stdio::serve_lines;
 use usbmuxd_testd::cli::{self, Parsed};
 use usbmuxd_testd::control::Controller;
 use usbmuxd_testd::TestDaemon;
@@ -26,25 +26,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let stdout = std::io::stdout();
-    let say = |lines: &[String]| {
-        let mut out = stdout.lock();
-        for l in lines {
-            let _ = writeln!(out, "{l}");
-        }
-        let _ = out.flush();
-    };
-    say(&[format!("READY {}", daemon.usbmuxd_socket_address())]);
-
     let mut controller = Controller::new(&daemon, options.services);
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        let response = controller.handle(&line);
-        say(&response.lines);
-        if response.quit {
-            break;
-        }
-    }
+    serve_lines(
+        std::io::stdin().lock(),
+        std::io::stdout(),
+        &daemon.usbmuxd_socket_address(),
+        |line| {
+            let response = controller.handle(line);
+            (response.lines, response.quit)
+        },
+    );
     daemon.stop();
     ExitCode::SUCCESS
 }

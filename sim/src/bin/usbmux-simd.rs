@@ -3,10 +3,10 @@
 //! See [`USAGE`] and [`HELP`]; the wire protocol is documented in `usbmux_sim::simbus`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use usbmux_sim::services::{Echo, Lockdownd, Service, ServiceStatus, Sink, Source};
 use usbmux_sim::simbus::{PlugOptions, SimBusServer};
+use usbmux_sim::stdio::serve_lines;
 use usbmux_sim::{
     boxed_factory, ConnectionInfo, ConnectionState, DeviceConfig, Direction, Misbehaviour, ResetAfter, ServiceFactory,
     DEFAULT_SOURCE_LEN, ECHO_PORT, LOCKDOWND_PORT, SINK_PORT, SOURCE_PORT,
@@ -371,23 +371,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let stdout = std::io::stdout();
-    let say = |lines: &[String]| {
-        let mut out = stdout.lock();
-        for l in lines {
-            let _ = writeln!(out, "{l}");
-        }
-        let _ = out.flush();
-    };
-    say(&[format!("READY {}", server.path().display())]);
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        let (lines, quit) = controller.handle(&line);
-        say(&lines);
-        if quit {
-            break;
-        }
-    }
+    let ready = server.path().display().to_string();
+    serve_lines(std::io::stdin().lock(), std::io::stdout(), &ready, |line| controller.handle(line));
     server.shutdown();
     ExitCode::SUCCESS
 }
