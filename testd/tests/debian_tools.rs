@@ -79,6 +79,37 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts iproxy with `options` and `LOCAL:device_port` on a free local port, and connects
+/// to that port once iproxy listens (read timeout [`TIMEOUT`]). Dropping the [`Reaper`]
+/// kills iproxy.
+fn start_iproxy(
+    iproxy: &PathBuf,
+    d: &TestDaemon,
+    options: &[&str],
+    device_port: u16,
+) -> (Reaper, TcpStream) {
+    let port = free_port();
+    let child = command(iproxy, d)
+        .args(options)
+        .arg(format!("{port}:{device_port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reaper = Reaper(child);
+    let deadline = Instant::now() + TIMEOUT;
+    let s = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("iproxy does not listen: {e}"),
+        }
+    };
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    (reaper, s)
+}
+
 fn devices() -> DaemonConfig {
     DaemonConfig::new()
         .device(TestDevice::usb(3, UDID))
@@ -242,24 +273,7 @@ fn ideviceinfo_reads_values_from_lockdownd() {
 fn iproxy_relays_to_the_echo_service() {
     let iproxy = require!("iproxy");
     let d = TestDaemon::start(devices()).unwrap();
-    let port = free_port();
-    let child = command(&iproxy, &d)
-        .arg(format!("{port}:{ECHO_PORT}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _reaper = Reaper(child);
-    let deadline = Instant::now() + TIMEOUT;
-    let mut s = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("iproxy does not listen: {e}"),
-        }
-    };
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let (_reaper, mut s) = start_iproxy(&iproxy, &d, &[], ECHO_PORT);
     s.write_all(b"hello through iproxy").unwrap();
     let mut back = [0u8; 20];
     s.read_exact(&mut back).unwrap();
@@ -329,24 +343,7 @@ fn iproxy_network_mode_connects_to_the_network_address() {
     let iproxy = require!("iproxy");
     let service = ServiceServer::start("127.0.0.1:0".parse().unwrap(), Service::Echo).unwrap();
     let d = TestDaemon::start(devices()).unwrap();
-    let port = free_port();
-    let child = command(&iproxy, &d)
-        .args(["-n", &format!("{port}:{}", service.port())])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _reaper = Reaper(child);
-    let deadline = Instant::now() + TIMEOUT;
-    let mut s = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("iproxy does not listen: {e}"),
-        }
-    };
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let (_reaper, mut s) = start_iproxy(&iproxy, &d, &["-n"], service.port());
     s.write_all(b"over the network").unwrap();
     let mut back = [0u8; 16];
     s.read_exact(&mut back).unwrap();
