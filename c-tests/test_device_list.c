@@ -22,17 +22,6 @@
 #define UDID_PLAIN "plain-udid-0123"
 #define UDID_LONG "0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
 
-static int all_zero(const void *p, size_t n)
-{
-    const unsigned char *b = (const unsigned char *)p;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        if (b[i])
-            return 0;
-    }
-    return 1;
-}
-
 static const usbmuxd_device_info_t *find_handle(const usbmuxd_device_info_t *list, int n, uint32_t handle)
 {
     int i;
@@ -54,7 +43,7 @@ static void check_usb(const char *label, const usbmuxd_device_info_t *list, int 
     CHECK(strcmp(d->udid, udid) == 0, "%s: handle %u udid '%s' (got '%s')", label, handle, udid, d->udid);
     CHECK(d->conn_type == CONNECTION_TYPE_USB, "%s: handle %u conn_type USB (got %d)", label, handle,
           (int)d->conn_type);
-    CHECK(all_zero(d->conn_data, sizeof d->conn_data), "%s: handle %u conn_data all zero for USB", label, handle);
+    CHECK(tl_all_zero(d->conn_data, sizeof d->conn_data), "%s: handle %u conn_data all zero for USB", label, handle);
 }
 
 static void check_network(const char *label, const usbmuxd_device_info_t *list, int n, uint32_t handle,
@@ -71,7 +60,7 @@ static void check_network(const char *label, const usbmuxd_device_info_t *list, 
           handle, (int)d->conn_type);
     CHECK(memcmp(d->conn_data, addr, sizeof addr) == 0,
           "%s: network handle %u conn_data = NetworkAddress bytes 10 02 00 00 c0 a8 01 14 ...", label, handle);
-    CHECK(all_zero(d->conn_data + sizeof addr, sizeof d->conn_data - sizeof addr),
+    CHECK(tl_all_zero(d->conn_data + sizeof addr, sizeof d->conn_data - sizeof addr),
           "%s: network handle %u conn_data zero after the address", label, handle);
 }
 
@@ -86,7 +75,7 @@ static void check_full_list(const char *label, usbmuxd_device_info_t *list, int 
     check_usb(label, list, n, 5, 0x12a8, UDID40F_FIXED);
     check_network(label, list, n, 7, UDID24_FIXED);
     check_usb(label, list, n, 9, 0x1234, UDID_PLAIN);
-    CHECK(all_zero(&list[n], sizeof list[n]), "%s: record [n] is an all-zero terminator", label);
+    CHECK(tl_all_zero(&list[n], sizeof list[n]), "%s: record [n] is an all-zero terminator", label);
 }
 
 int main(void)
@@ -170,7 +159,7 @@ int main(void)
         list = NULL;
         n = usbmuxd_get_device_list(&list);
         CHECK_INT(n, 0, "daemon without devices");
-        CHECK(list != NULL && all_zero(list, sizeof *list), "empty list is one all-zero record");
+        CHECK(list != NULL && tl_all_zero(list, sizeof *list), "empty list is one all-zero record");
         free(list);
         testd_quit(&empty_d);
     }
@@ -208,7 +197,7 @@ int main(void)
                 check_usb(label, list, n, 3, 0x12ab, UDID24_FIXED);
                 check_usb(label, list, n, 5, 0x12a8, UDID40F_FIXED);
                 check_usb(label, list, n, 9, 0x1234, UDID_PLAIN);
-                CHECK(all_zero(&list[n], sizeof list[n]), "%s: zero terminator", label);
+                CHECK(tl_all_zero(&list[n], sizeof list[n]), "%s: zero terminator", label);
             }
             free(list);
         }

@@ -12,7 +12,9 @@
  *              USBMUXD_SIMBUS); testd_cmd() drives it too (plug, unplug, misbehave, ...).
  *  - cleanup:  every daemon is killed and the temporary directory removed at exit,
  *              on a fatal signal and on the safety alarm (tl_init's timeout).
- *  - misc:     monotonic clock, counts of /proc/self/fd and /proc/self/task entries.
+ *  - misc:     monotonic clock, counts of /proc/self/fd and /proc/self/task entries,
+ *              tl_all_zero().
+ *  - events:   the event log of the event tests is in the companion testlib_events.h.
  */
 #ifndef USBMUXD_C_TESTLIB_H
 #define USBMUXD_C_TESTLIB_H
@@ -30,6 +32,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +185,7 @@ struct testd {
 
 static char tl_tmpdir[PATH_MAX];
 static pid_t tl_owner_pid;
+static pthread_t tl_main_thread; /* the thread that called tl_init */
 static struct testd *tl_daemons[TL_MAX_DAEMONS];
 
 static inline int tl_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -247,6 +251,7 @@ static inline void tl_init(const char *name, unsigned timeout_s)
     size_t i;
     tl_name = name;
     tl_owner_pid = getpid();
+    tl_main_thread = pthread_self();
     setvbuf(stdout, NULL, _IOLBF, 0);
     tl_fmt(tl_tmpdir, sizeof tl_tmpdir, "/tmp/usbmuxd-ctest-%s-XXXXXX", name);
     if (!mkdtemp(tl_tmpdir)) {
@@ -443,33 +448,51 @@ static inline int tl_spawn_ready(struct testd *d, const char *what, const char *
     return 0;
 }
 
+/* Clears `d` for a helper named `name`: socket <tmp>/<name>.sock, pair directory
+ * <tmp>/<name><pair_suffix>. */
+static inline void tl_helper_init(struct testd *d, const char *name, const char *pair_suffix)
+{
+    memset(d, 0, sizeof *d);
+    d->pid = 0;
+    tl_fmt(d->name, sizeof d->name, "%s", name);
+    tl_fmt(d->sock, sizeof d->sock, "%s/%s.sock", tl_tmpdir, name);
+    tl_fmt(d->pair_dir, sizeof d->pair_dir, "%s/%s%s", tl_tmpdir, name, pair_suffix);
+}
+
+/* tl_spawn_ready() of `bin --socket <d->sock> [--pair-dir <d->pair_dir>] args...`
+ * (the --pair-dir option with `pair_dir_option`; args NULL-terminated, may be NULL). */
+static inline int tl_helper_spawn(struct testd *d, const char *what, const char *bin, int pair_dir_option,
+                                  const char *const *args)
+{
+    const char *argv[64];
+    int argc = 0, i;
+
+    argv[argc++] = bin;
+    argv[argc++] = "--socket";
+    argv[argc++] = d->sock;
+    if (pair_dir_option) {
+        argv[argc++] = "--pair-dir";
+        argv[argc++] = d->pair_dir;
+    }
+    for (i = 0; args && args[i] && argc < 62; i++)
+        argv[argc++] = args[i];
+    argv[argc] = NULL;
+    return tl_spawn_ready(d, what, bin, argv);
+}
+
 /* Starts a daemon named `name` (socket <tmp>/<name>.sock, pair records in
  * <tmp>/<name>-pairs) with the extra arguments `args` (NULL-terminated, may be NULL).
  * With `use_it`, USBMUXD_SOCKET_ADDRESS is set to its address. Returns 0 or -1. */
 static inline int testd_start(struct testd *d, const char *name, const char *const *args, int use_it)
 {
     const char *bin = getenv("USBMUXD_TESTD");
-    const char *argv[64];
-    int argc = 0, i;
 
-    memset(d, 0, sizeof *d);
-    d->pid = 0;
-    tl_fmt(d->name, sizeof d->name, "%s", name);
-    tl_fmt(d->sock, sizeof d->sock, "%s/%s.sock", tl_tmpdir, name);
-    tl_fmt(d->pair_dir, sizeof d->pair_dir, "%s/%s-pairs", tl_tmpdir, name);
+    tl_helper_init(d, name, "-pairs");
     if (!bin || !*bin) {
         printf("     %s: USBMUXD_TESTD is not set (path of usbmuxd-testd)\n", tl_name);
         return -1;
     }
-    argv[argc++] = bin;
-    argv[argc++] = "--socket";
-    argv[argc++] = d->sock;
-    argv[argc++] = "--pair-dir";
-    argv[argc++] = d->pair_dir;
-    for (i = 0; args && args[i] && argc < 62; i++)
-        argv[argc++] = args[i];
-    argv[argc] = NULL;
-    if (tl_spawn_ready(d, "testd", bin, argv) != 0)
+    if (tl_helper_spawn(d, "testd", bin, 1, args) != 0)
         return -1;
     if (use_it)
         setenv("USBMUXD_SOCKET_ADDRESS", d->addr, 1);
@@ -577,25 +600,13 @@ static inline const char *simd_path(char *buf, size_t size)
 static inline int simd_start(struct testd *d, const char *name, const char *const *args, int use_it)
 {
     char bin[PATH_MAX];
-    const char *argv[64];
-    int argc = 0, i;
 
-    memset(d, 0, sizeof *d);
-    d->pid = 0;
-    tl_fmt(d->name, sizeof d->name, "%s", name);
-    tl_fmt(d->sock, sizeof d->sock, "%s/%s.sock", tl_tmpdir, name);
-    tl_fmt(d->pair_dir, sizeof d->pair_dir, "%s/%s-lockdown", tl_tmpdir, name);
+    tl_helper_init(d, name, "-lockdown");
     if (!simd_path(bin, sizeof bin)[0]) {
         printf("     %s: usbmux-simd not found (set USBMUX_SIMD or TARGET_DIR)\n", tl_name);
         return -1;
     }
-    argv[argc++] = bin;
-    argv[argc++] = "--socket";
-    argv[argc++] = d->sock;
-    for (i = 0; args && args[i] && argc < 62; i++)
-        argv[argc++] = args[i];
-    argv[argc] = NULL;
-    if (tl_spawn_ready(d, "usbmux-simd", bin, argv) != 0)
+    if (tl_helper_spawn(d, "usbmux-simd", bin, 0, args) != 0)
         return -1;
     if (use_it) {
         char nowhere[PATH_MAX + 16];
@@ -624,7 +635,19 @@ static inline unsigned long simd_bus_id(struct testd *d, const char *udid)
     return strncmp(p, "DEVICE bus_id=", 14) == 0 ? strtoul(p + 14, NULL, 10) : 0;
 }
 
-/* ---- files ------------------------------------------------------------------------------ */
+/* ---- memory and files ------------------------------------------------------------------------------ */
+
+/* 1 if the n bytes at p are all zero. */
+static inline int tl_all_zero(const void *p, size_t n)
+{
+    const unsigned char *b = (const unsigned char *)p;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (b[i])
+            return 0;
+    }
+    return 1;
+}
 
 static inline int tl_file_exists(const char *path)
 {
