@@ -27,7 +27,8 @@
  *
  * c-tests: also-upstream
  */
-#include "testlib.h"
+#define TL_EVLOG_MAX 256
+#include "testlib_events.h"
 
 #include <usbmuxd.h>
 
@@ -42,17 +43,6 @@
 static struct testd sim;
 
 /* ---- helpers ---------------------------------------------------------------------------- */
-
-static int all_zero(const void *p, size_t n)
-{
-    const unsigned char *b = (const unsigned char *)p;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        if (b[i])
-            return 0;
-    }
-    return 1;
-}
 
 /* Waits until the library lists `udid`; returns its handle (0: not within WAIT_MS). */
 static uint32_t wait_listed(const char *udid)
@@ -134,59 +124,13 @@ static void read_source(int fd, uint64_t start, uint32_t piece, uint64_t limit, 
 
 /* ---- events -------------------------------------------------------------------------------- */
 
-#define MAXEV 256
-
-struct evlog {
-    pthread_mutex_t mu;
-    int n;
-    int type[MAXEV];
-    usbmuxd_device_info_t dev[MAXEV];
-    int unsubscribed; /* set once unsubscribe returned */
-    int late;         /* callbacks after that */
-};
-
-static struct evlog evs;
-
-static void on_event(const usbmuxd_event_t *event, void *user_data)
-{
-    struct evlog *l = (struct evlog *)user_data;
-    if (__atomic_load_n(&l->unsubscribed, __ATOMIC_SEQ_CST))
-        __atomic_add_fetch(&l->late, 1, __ATOMIC_SEQ_CST);
-    pthread_mutex_lock(&l->mu);
-    if (l->n < MAXEV) {
-        l->type[l->n] = event->event;
-        l->dev[l->n] = event->device;
-        l->n++;
-    }
-    pthread_mutex_unlock(&l->mu);
-}
+static struct tl_evlog evs;
 
 /* Waits for an event of `type` for `udid` (or, udid NULL, for `handle`) at index >= from;
  * returns its index or -1. */
 static int wait_event(int from, int type, const char *udid, uint32_t handle)
 {
-    double end = tl_now_ms() + WAIT_MS;
-    for (;;) {
-        int i, found = -1;
-        pthread_mutex_lock(&evs.mu);
-        for (i = from; i < evs.n && found < 0; i++) {
-            if (evs.type[i] == type && (udid ? strcmp(evs.dev[i].udid, udid) == 0 : evs.dev[i].handle == handle))
-                found = i;
-        }
-        pthread_mutex_unlock(&evs.mu);
-        if (found >= 0 || tl_now_ms() > end)
-            return found;
-        tl_sleep_ms(5);
-    }
-}
-
-static int ev_count(void)
-{
-    int n;
-    pthread_mutex_lock(&evs.mu);
-    n = evs.n;
-    pthread_mutex_unlock(&evs.mu);
-    return n;
+    return tl_evlog_wait_dev(&evs, from, type, udid, handle, WAIT_MS);
 }
 
 /* ---- the tests ----------------------------------------------------------------------------- */
@@ -216,14 +160,14 @@ static void test_list(void)
         CHECK(d->handle > 0, "%s: handle %u > 0", UDID_A, d->handle);
         CHECK_INT(d->product_id, 0x12a8, "product_id of " UDID_A);
         CHECK_INT(d->conn_type, CONNECTION_TYPE_USB, "conn_type of " UDID_A);
-        CHECK(all_zero(d->conn_data, sizeof d->conn_data), "conn_data of a USB device is all zero");
+        CHECK(tl_all_zero(d->conn_data, sizeof d->conn_data), "conn_data of a USB device is all zero");
     }
     if (CHECK(seen_l >= 0, "the 40-character serial is listed as is")) {
         usbmuxd_device_info_t *d = &list[seen_l];
         handle_l = d->handle;
         CHECK_INT(d->product_id, 0x12ab, "product_id of the 40-character device (0x12ab)");
         CHECK_INT(d->conn_type, CONNECTION_TYPE_USB, "conn_type of the 40-character device");
-        CHECK(all_zero(d->conn_data, sizeof d->conn_data), "its conn_data is all zero");
+        CHECK(tl_all_zero(d->conn_data, sizeof d->conn_data), "its conn_data is all zero");
     }
     CHECK(handle_a != handle_l, "distinct handles (%u, %u)", handle_a, handle_l);
     CHECK(list[n].handle == 0 && list[n].udid[0] == 0, "the list ends with a zeroed entry");
@@ -389,38 +333,38 @@ static void test_events(void)
                                  "<plist version=\"1.0\"><dict><key>HostID</key><string>H</string></dict></plist>\n";
     int r, i, from;
     uint32_t handle_b;
-    double t0, took;
+    double took;
     unsigned long bus_b;
 
-    pthread_mutex_init(&evs.mu, NULL);
-    r = usbmuxd_events_subscribe(&ctx, on_event, &evs);
+    tl_evlog_init(&evs, "events");
+    r = usbmuxd_events_subscribe(&ctx, tl_evlog_cb, &evs);
     if (!CHECK(r == 0 && ctx, "usbmuxd_events_subscribe: 0 (got %d)", r))
         return;
     i = wait_event(0, UE_DEVICE_ADD, UDID_A, 0);
-    if (CHECK(i >= 0, "ADD for " UDID_A " (present at subscribe)"))
-        CHECK(evs.dev[i].handle == handle_a && evs.dev[i].product_id == 0x12a8 &&
-                  evs.dev[i].conn_type == CONNECTION_TYPE_USB,
-              "its record: handle %u, product id 0x%x, conn_type %d", evs.dev[i].handle, evs.dev[i].product_id,
-              evs.dev[i].conn_type);
+    if (CHECK(i >= 0, "ADD for " UDID_A " (present at subscribe)")) {
+        usbmuxd_device_info_t dev = tl_evlog_get(&evs, i).dev;
+        CHECK(dev.handle == handle_a && dev.product_id == 0x12a8 && dev.conn_type == CONNECTION_TYPE_USB,
+              "its record: handle %u, product id 0x%x, conn_type %d", dev.handle, dev.product_id, dev.conn_type);
+    }
     CHECK(wait_event(0, UE_DEVICE_ADD, UDID_L, 0) >= 0, "ADD for the 40-character device (present at subscribe)");
 
-    from = ev_count();
+    from = tl_evlog_count(&evs);
     if (CHECK(testd_cmd(&sim, "plug %s,0x12ab", UDID_B) == 0, "simulator: plug " UDID_B)) {
         i = wait_event(from, UE_DEVICE_ADD, UDID_B, 0);
         if (CHECK(i >= 0, "plug -> ADD for " UDID_B)) {
-            handle_b = evs.dev[i].handle;
-            CHECK(handle_b != handle_a && handle_b != handle_l && evs.dev[i].product_id == 0x12ab &&
-                      evs.dev[i].conn_type == CONNECTION_TYPE_USB &&
-                      all_zero(evs.dev[i].conn_data, sizeof evs.dev[i].conn_data),
-                  "its record: new handle %u, product id 0x%x, USB, zero conn_data", handle_b, evs.dev[i].product_id);
-            from = ev_count();
+            usbmuxd_device_info_t dev = tl_evlog_get(&evs, i).dev;
+            handle_b = dev.handle;
+            CHECK(handle_b != handle_a && handle_b != handle_l && dev.product_id == 0x12ab &&
+                      dev.conn_type == CONNECTION_TYPE_USB && tl_all_zero(dev.conn_data, sizeof dev.conn_data),
+                  "its record: new handle %u, product id 0x%x, USB, zero conn_data", handle_b, dev.product_id);
+            from = tl_evlog_count(&evs);
             r = usbmuxd_save_pair_record_with_device_id(UDID_B, handle_b, record, (uint32_t)strlen(record));
             CHECK_INT(r, 0, "usbmuxd_save_pair_record_with_device_id(" UDID_B ")");
             CHECK(wait_event(from, UE_DEVICE_PAIRED, NULL, handle_b) >= 0,
                   "saving a record with the device id -> UE_DEVICE_PAIRED for handle %u", handle_b);
             CHECK_INT(usbmuxd_delete_pair_record(UDID_B), 0, "delete that record");
             bus_b = simd_bus_id(&sim, UDID_B);
-            from = ev_count();
+            from = tl_evlog_count(&evs);
             CHECK(bus_b && testd_cmd(&sim, "unplug %lu", bus_b) == 0, "simulator: unplug bus id %lu", bus_b);
             i = wait_event(from, UE_DEVICE_REMOVE, NULL, handle_b);
             CHECK(i >= 0, "unplug -> REMOVE for handle %u", handle_b);
@@ -428,11 +372,8 @@ static void test_events(void)
         }
     }
 
-    from = ev_count();
-    t0 = tl_now_ms();
-    r = usbmuxd_events_unsubscribe(ctx);
-    took = tl_now_ms() - t0;
-    __atomic_store_n(&evs.unsubscribed, 1, __ATOMIC_SEQ_CST);
+    from = tl_evlog_count(&evs);
+    r = tl_evlog_unsubscribe(ctx, &evs, &took);
     CHECK_INT(r, 0, "usbmuxd_events_unsubscribe");
     CHECK(took < 100, "unsubscribe returned in %.1f ms (< 100)", took);
     CHECK(wait_event(from, UE_DEVICE_REMOVE, NULL, handle_a) >= 0 && wait_event(from, UE_DEVICE_REMOVE, NULL, handle_l) >= 0,
@@ -440,7 +381,7 @@ static void test_events(void)
     /* A plug after the unsubscribe reaches nobody. */
     testd_cmd(&sim, "plug %s", UDID_B);
     wait_listed(UDID_B);
-    CHECK_INT(__atomic_load_n(&evs.late, __ATOMIC_SEQ_CST), 0, "no callback after unsubscribe returned");
+    CHECK_INT(tl_load(&evs.late_calls), 0, "no callback after unsubscribe returned");
     bus_b = simd_bus_id(&sim, UDID_B);
     if (bus_b)
         testd_cmd(&sim, "unplug %lu", bus_b);
