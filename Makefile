@@ -116,7 +116,7 @@ CTEST_BINS += $(foreach s,$(CTEST_ALSO_UPSTREAM),$(BUILD)/c-tests/upstream/$(cal
 CTEST_BINS += $(if $(CXX_AVAILABLE),$(foreach s,$(filter $(CTEST_ALSO_UPSTREAM),$(CTEST_CXX)),$(BUILD)/c-tests/upstream-cxx/$(call ctest_name,$(s))))
 endif
 
-.PHONY: all libs bins headers pc install uninstall check check-headers check-exports \
+.PHONY: all libs bins headers pc install uninstall check check-format check-headers check-exports \
 	test-rust c-tests c-tests-build c-tests-valgrind header-compat e2e check-install usb-umockdev fuzz-smoke bench bench-usb bench-tools demo demo-usb \
 	clean distclean help FORCE
 
@@ -224,6 +224,7 @@ uninstall:
 # Order matters: the header drift check must see include/ as committed, before any
 # build of this run lets build.rs refresh it.
 check:
+	@+$(MAKE) --no-print-directory check-format
 	@+$(MAKE) --no-print-directory check-headers
 	@+$(MAKE) --no-print-directory all
 	@+$(MAKE) --no-print-directory check-exports
@@ -234,6 +235,11 @@ check:
 	@+$(MAKE) --no-print-directory e2e
 	@+$(MAKE) --no-print-directory check-install
 	@echo "make check: all steps passed"
+
+# Rust sources as `cargo fmt` leaves them (rustfmt.toml), the fuzz workspace too.
+check-format:
+	cargo fmt --all --check
+	cd fuzz && cargo fmt --check
 
 test: check
 

@@ -33,14 +33,15 @@ fn main() {
     for (name, input, config) in HEADERS {
         let text = generate(&root, input, config);
         let generated = out_dir.join(name);
-        write_if_changed(&generated, &text)
-            .unwrap_or_else(|e| panic!("writing {}: {e}", generated.display()));
+        write_if_changed(&generated, &text).unwrap_or_else(|e| panic!("writing {}: {e}", generated.display()));
 
         // Refresh the committed copy. A read-only source tree (e.g. a vendored crate)
         // is not an error: the build itself does not need the header.
         let committed = root.join("include").join(name);
         match fs::create_dir_all(root.join("include")).and_then(|_| write_if_changed(&committed, &text)) {
-            Ok(true) => println!("cargo:warning=include/{name} updated from the Rust sources (make sure it is committed)"),
+            Ok(true) => {
+                println!("cargo:warning=include/{name} updated from the Rust sources (make sure it is committed)")
+            }
             Ok(false) => {}
             Err(e) => println!("cargo:warning=could not update include/{name}: {e}"),
         }
@@ -49,8 +50,8 @@ fn main() {
 
 fn generate(root: &Path, input: &str, config: &str) -> String {
     let config_path = root.join(config);
-    let mut cfg = cbindgen::Config::from_file(&config_path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", config_path.display()));
+    let mut cfg =
+        cbindgen::Config::from_file(&config_path).unwrap_or_else(|e| panic!("reading {}: {e}", config_path.display()));
     if let Some(after) = cfg.after_includes.take() {
         cfg.after_includes = Some(substitute(root, &after));
     }
@@ -101,20 +102,14 @@ fn substitute(root: &Path, text: &str) -> String {
         return text.to_owned();
     }
     let src_path = root.join("src/ffi/proto_types.rs");
-    let src = fs::read_to_string(&src_path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", src_path.display()));
+    let src = fs::read_to_string(&src_path).unwrap_or_else(|e| panic!("reading {}: {e}", src_path.display()));
     let value = src
         .lines()
         .map(str::trim)
         .filter_map(|l| l.strip_prefix("pub const USBMUXD_SOCKET_FILE: &str = \""))
         .find_map(|rest| rest.strip_suffix("\";"))
-        .unwrap_or_else(|| {
-            panic!("{}: no `pub const USBMUXD_SOCKET_FILE: &str = \"...\";`", src_path.display())
-        });
-    assert!(
-        !value.contains(['\\', '"']),
-        "USBMUXD_SOCKET_FILE must be a plain string without escapes"
-    );
+        .unwrap_or_else(|| panic!("{}: no `pub const USBMUXD_SOCKET_FILE: &str = \"...\";`", src_path.display()));
+    assert!(!value.contains(['\\', '"']), "USBMUXD_SOCKET_FILE must be a plain string without escapes");
     text.replace(KEY, value)
 }
 

@@ -40,11 +40,12 @@ fn open_fds() -> usize {
 
 #[test]
 fn lists_usb_and_network_devices() {
-    let f = with_daemon(
-        DaemonConfig::new()
-            .device(TestDevice::usb(3, RAW_UDID).with_product_id(0x12a8))
-            .device(TestDevice::network(7, UDID, Ipv4Addr::new(192, 168, 1, 23))),
-    );
+    let f =
+        with_daemon(
+            DaemonConfig::new()
+                .device(TestDevice::usb(3, RAW_UDID).with_product_id(0x12a8))
+                .device(TestDevice::network(7, UDID, Ipv4Addr::new(192, 168, 1, 23))),
+        );
     let list = usbmuxd::list_devices().unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!((list[0].handle, list[0].product_id, list[0].udid.as_str()), (3, 0x12a8, UDID));
@@ -266,9 +267,12 @@ fn tcp_daemon_address() {
 fn recorder() -> (impl Fn(&Event) + Send + Sync + 'static, mpsc::Receiver<(EventKind, u32)>) {
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
-    (move |e: &Event| {
-        let _ = tx.lock().send((e.kind, e.device.handle));
-    }, rx)
+    (
+        move |e: &Event| {
+            let _ = tx.lock().send((e.kind, e.device.handle));
+        },
+        rx,
+    )
 }
 
 fn next(rx: &mpsc::Receiver<(EventKind, u32)>) -> (EventKind, u32) {

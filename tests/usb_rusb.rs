@@ -126,20 +126,29 @@ fn umockdev_iphone_engine_session() {
         let (idle_tx, idle_rx) = mpsc::channel::<LinkEvent>();
         let idle_tx = Mutex::new(idle_tx);
         let idle = bus
-            .open(&info, Arc::new(move |e| {
-                let _ = idle_tx.lock().unwrap().send(e);
-            }))
+            .open(
+                &info,
+                Arc::new(move |e| {
+                    let _ = idle_tx.lock().unwrap().send(e);
+                }),
+            )
             .expect("open");
         std::thread::sleep(Duration::from_millis(100));
         drop(idle);
-        assert!(idle_rx.recv_timeout(Duration::from_millis(100)).is_err(), "nothing is reported after the link is dropped");
+        assert!(
+            idle_rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "nothing is reported after the link is dropped"
+        );
 
         let (link_tx, link_rx) = mpsc::channel();
         let link_tx = Mutex::new(link_tx);
         let mut link = bus
-            .open(&info, Arc::new(move |e| {
-                let _ = link_tx.lock().unwrap().send(e);
-            }))
+            .open(
+                &info,
+                Arc::new(move |e| {
+                    let _ = link_tx.lock().unwrap().send(e);
+                }),
+            )
             .expect("open");
         let mut engine = Engine::new(EngineConfig { usb_read_size: link.read_size(), ..EngineConfig::default() });
         engine.start();

@@ -5,8 +5,8 @@ use crate::services::{Echo, Lockdownd, Service, ServiceContext, Sink, Source};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use usbmuxd::usbmux::codec::{VersionBody, MAX_IN_PACKET, MAX_TCP_PAYLOAD, TCP_HEADER_LEN};
 use usbmuxd::usbmux::codec::LONG_HEADER_LEN;
+use usbmuxd::usbmux::codec::{VersionBody, MAX_IN_PACKET, MAX_TCP_PAYLOAD, TCP_HEADER_LEN};
 
 pub use crate::services::lockdownd::LOCKDOWND_PORT;
 

@@ -207,14 +207,7 @@ impl Connection {
         }
         self.window_update = false;
         self.stats.packets_sent += 1;
-        TcpHeader {
-            source_port: self.device_port,
-            dest_port: self.host_port,
-            seq: self.snd_nxt,
-            ack,
-            flags,
-            window,
-        }
+        TcpHeader { source_port: self.device_port, dest_port: self.host_port, seq: self.snd_nxt, ack, flags, window }
     }
 
     /// The SYN|ACK: seq 0, ack = SYN's seq + 1 (1 from a correct host).
@@ -378,7 +371,8 @@ impl Connection {
         if self.state != ConnectionState::Established {
             return PumpEnd::Open;
         }
-        let reset = p.misbehaviour.reset_after.as_ref().filter(|r| r.port.map_or(true, |port| port == self.device_port));
+        let reset =
+            p.misbehaviour.reset_after.as_ref().filter(|r| r.port.map_or(true, |port| port == self.device_port));
         loop {
             let mut progress = self.deliver();
             if let ServiceStatus::Abort(text) = self.service.status() {

@@ -1,7 +1,9 @@
 //! [`SimDevice`]: the device side of the usbmux protocol as a sans-IO state machine.
 
 use crate::config::{DeviceConfig, Framing, ServiceFactory, MAX_SEGMENT};
-use crate::connection::{effective_window, Connection, ConnectionId, ConnectionInfo, Inbound, Policy, PumpEnd, RESET_FLAGS};
+use crate::connection::{
+    effective_window, Connection, ConnectionId, ConnectionInfo, Inbound, Policy, PumpEnd, RESET_FLAGS,
+};
 use crate::event::{CloseCause, DropReason, Event, MuxState, ResetReason};
 use crate::misbehaviour::{Misbehaviour, Rng};
 use crate::services::{Service, ServiceContext};
@@ -38,7 +40,11 @@ impl std::error::Error for DeviceGone {}
 enum Input {
     /// Bytes of a transfer not terminated yet (its length was a multiple of
     /// wMaxPacketSize), and whether further transfers already ran into it.
-    Usb { max_packet_size: usize, unterminated: Vec<u8>, merged: bool },
+    Usb {
+        max_packet_size: usize,
+        unterminated: Vec<u8>,
+        merged: bool,
+    },
     Stream(Reassembler),
 }
 

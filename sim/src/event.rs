@@ -167,10 +167,9 @@ impl fmt::Display for ResetReason {
                 };
                 write!(f, "usbmux-sim: sequence error: expected seq {expected}, got {got} ({n} byte(s) {what})")
             }
-            ResetReason::BadAck { ack, acked, sent } => write!(
-                f,
-                "usbmux-sim: bad acknowledgement {ack}: previously acknowledged {acked}, sent up to {sent}"
-            ),
+            ResetReason::BadAck { ack, acked, sent } => {
+                write!(f, "usbmux-sim: bad acknowledgement {ack}: previously acknowledged {acked}, sent up to {sent}")
+            }
             ResetReason::UnexpectedFlags(flags) => {
                 write!(f, "usbmux-sim: unexpected TCP flags {flags:#04x} on an open connection")
             }

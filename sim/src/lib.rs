@@ -47,8 +47,8 @@ pub use device::{control, DeviceGone, SimDevice};
 pub use event::{CloseCause, DropReason, Event, MuxState, ResetReason};
 pub use link::{Link, LinkStats};
 pub use misbehaviour::{AckCoalescing, AckEvery, Direction, Misbehaviour, ResetAfter};
-pub use simbus::{PlugOptions, PluggedDevice, SimBusServer};
 pub use services::{Echo, Lockdownd, Service, ServiceContext, ServiceStatus, Sink, Source};
+pub use simbus::{PlugOptions, PluggedDevice, SimBusServer};
 
 #[cfg(test)]
 mod tests {

@@ -146,7 +146,8 @@ fn unplug_and_reset_mid_stream_end_the_connection_without_losing_bytes() {
     let (bus_id, handle) = plug(bus, UDID_RESET);
     // The device resets the source after 300000 bytes: the reader gets exactly those.
     bus.server.with_device(bus_id, |d| {
-        let m = Misbehaviour::default().reset_after(ResetAfter::new(300_000, Direction::ToHost, "simulated failure").on_port(19));
+        let m = Misbehaviour::default()
+            .reset_after(ResetAfter::new(300_000, Direction::ToHost, "simulated failure").on_port(19));
         d.set_misbehaviour(m, std::time::Instant::now());
     });
     let conn = usbmuxd::connect(handle, 19).unwrap();

@@ -147,7 +147,10 @@ fn invalid_version_is_answered_as_configured() {
     let now = std::time::Instant::now();
     dev.handle_input(&Packet::Version(VersionBody { major: 2, minor: 0, padding: 0 }).encode(None), now).unwrap();
     let reply = dev.poll_transmit().unwrap();
-    assert_eq!(Packet::decode(&reply, HeaderFormat::Short).unwrap().1, Packet::Version(VersionBody { major: 7, minor: 3, padding: 0 }));
+    assert_eq!(
+        Packet::decode(&reply, HeaderFormat::Short).unwrap().1,
+        Packet::Version(VersionBody { major: 7, minor: 3, padding: 0 })
+    );
 }
 
 #[test]
@@ -163,8 +166,12 @@ fn packets_before_the_version_exchange_or_setup_are_dropped() {
     host.send(&mut dev, &syn);
     assert!(host.recv(&mut dev).is_empty());
     let ev = events(&mut dev);
-    assert!(ev.contains(&Event::Dropped(DropReason::OutOfPlace { protocol: Protocol::Tcp, state: MuxState::AwaitingVersion })));
-    assert!(ev.contains(&Event::Dropped(DropReason::OutOfPlace { protocol: Protocol::Tcp, state: MuxState::AwaitingSetup })));
+    assert!(ev.contains(&Event::Dropped(DropReason::OutOfPlace {
+        protocol: Protocol::Tcp,
+        state: MuxState::AwaitingVersion
+    })));
+    assert!(ev
+        .contains(&Event::Dropped(DropReason::OutOfPlace { protocol: Protocol::Tcp, state: MuxState::AwaitingSetup })));
 }
 
 #[test]
@@ -280,8 +287,11 @@ fn window_overrun_resets_with_a_reason() {
     assert!(text.contains("overrun") && text.contains("1 byte(s) past the 1024-byte window"), "{text}");
     assert!(text.ends_with('\n'));
     let ev = events(&mut dev);
-    let Some(Event::Closed { cause: CloseCause::DeviceReset(ResetReason::WindowOverrun { window, excess }), stats, .. }) =
-        ev.last()
+    let Some(Event::Closed {
+        cause: CloseCause::DeviceReset(ResetReason::WindowOverrun { window, excess }),
+        stats,
+        ..
+    }) = ev.last()
     else {
         panic!("{ev:?}")
     };
@@ -336,7 +346,14 @@ fn bad_acks_and_flags_reset_the_connection() {
             _ => None,
         })
         .collect();
-    assert!(matches!(causes[..], [ResetReason::BadAck { ack: 50, acked: 1, sent: 1 }, ResetReason::UnexpectedFlags(0x18), ResetReason::DuplicateSyn]));
+    assert!(matches!(
+        causes[..],
+        [
+            ResetReason::BadAck { ack: 50, acked: 1, sent: 1 },
+            ResetReason::UnexpectedFlags(0x18),
+            ResetReason::DuplicateSyn
+        ]
+    ));
 }
 
 #[test]
@@ -491,9 +508,10 @@ fn large_host_packets_and_malformed_transfers() {
     let h = c.header(flags::ACK);
     let bytes = host.encode(&Packet::Tcp { header: h, payload: vec![1; 10] });
     host.send_raw(&mut dev, &bytes[..30]);
-    assert!(events(&mut dev)
-        .iter()
-        .any(|e| matches!(e, Event::Dropped(DropReason::Malformed(CodecError::LengthMismatch { field: 46, actual: 30 })))));
+    assert!(events(&mut dev).iter().any(|e| matches!(
+        e,
+        Event::Dropped(DropReason::Malformed(CodecError::LengthMismatch { field: 46, actual: 30 }))
+    )));
     // Stray ZLPs are harmless.
     dev.handle_input(&[], host.now).unwrap();
     assert!(host.recv(&mut dev).is_empty());
@@ -509,7 +527,9 @@ fn stream_framing_accepts_any_split() {
     stream.extend(h.encode(&Packet::Setup(vec![7])));
     stream.extend(h.encode(&Packet::Tcp { header: tcp(1, ECHO_PORT, 0, 0, flags::SYN, WINDOW), payload: vec![] }));
     stream.extend(h.encode(&Packet::Tcp { header: tcp(1, ECHO_PORT, 1, 1, flags::ACK, WINDOW), payload: vec![] }));
-    stream.extend(h.encode(&Packet::Tcp { header: tcp(1, ECHO_PORT, 1, 1, flags::ACK, WINDOW), payload: b"hi".to_vec() }));
+    stream.extend(
+        h.encode(&Packet::Tcp { header: tcp(1, ECHO_PORT, 1, 1, flags::ACK, WINDOW), payload: b"hi".to_vec() }),
+    );
     for step in [1, 2, 7, 16, 33, 1000] {
         let mut dev = SimDevice::new(config.clone());
         let host = &mut Host::new();

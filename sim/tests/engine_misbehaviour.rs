@@ -185,7 +185,10 @@ fn coalesced_acks_without_flush_stall_the_transfer_without_losing_anything() {
         assert!(t.connected && t.reset_event.is_none() && t.error.is_none(), "{t:?}");
         assert!(!t.writable || t.sent == t.spec.len, "the writer waits for room");
     }
-    assert!(!d.events.iter().any(|e| matches!(e, EngineEvent::Reset(..) | EngineEvent::ConnectFailed(..) | EngineEvent::InputDropped(_))));
+    assert!(!d
+        .events
+        .iter()
+        .any(|e| matches!(e, EngineEvent::Reset(..) | EngineEvent::ConnectFailed(..) | EngineEvent::InputDropped(_))));
 
     // Once the device acknowledges again, everything goes through.
     let now = d.link.now();
@@ -225,7 +228,9 @@ fn reset_to_host_delivers_exactly_n_bytes_then_the_reason() {
                 .device_events
                 .iter()
                 .filter_map(|e| match e {
-                    Event::Closed { device_port, cause, stats, .. } => Some((*device_port, cause.clone(), stats.bytes_sent)),
+                    Event::Closed { device_port, cause, stats, .. } => {
+                        Some((*device_port, cause.clone(), stats.bytes_sent))
+                    }
                     _ => None,
                 })
                 .collect();
@@ -260,7 +265,9 @@ fn reset_from_host_stops_the_writer_with_the_reason() {
         .device_events
         .iter()
         .find_map(|e| match e {
-            Event::Closed { cause: CloseCause::DeviceReset(ResetReason::Injected(_)), stats, .. } => Some(stats.bytes_received),
+            Event::Closed { cause: CloseCause::DeviceReset(ResetReason::Injected(_)), stats, .. } => {
+                Some(stats.bytes_received)
+            }
             _ => None,
         })
         .expect("the device reset the connection");
@@ -299,7 +306,8 @@ fn reset_counting_both_directions_on_an_echo() {
 
 #[test]
 fn fragmented_output_is_reassembled_byte_exact() {
-    for (max, seed, len) in [(1, 1, 20_000), (2, 2, 50_000), (7, 3, 200_000), (100, 4, 500_000), (16384, 5, 1 << 20), (70_000, 6, 1 << 20)]
+    for (max, seed, len) in
+        [(1, 1, 20_000), (2, 2, 50_000), (7, 3, 200_000), (100, 4, 500_000), (16384, 5, 1 << 20), (70_000, 6, 1 << 20)]
     {
         let device = stream().misbehaviour(Misbehaviour::none().fragmented_output(max)).seed(seed);
         let mut d = driver(device, &mixed(len), slow(seed));

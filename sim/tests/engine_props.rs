@@ -181,10 +181,8 @@ fn window() -> impl Strategy<Value = u32> {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let framing = prop_oneof![
-        Just(None),
-        (prop_oneof![1..=16usize, 17..=(64usize << 10)], any::<u64>()).prop_map(Some),
-    ];
+    let framing =
+        prop_oneof![Just(None), (prop_oneof![1..=16usize, 17..=(64usize << 10)], any::<u64>()).prop_map(Some),];
     let device_max_segment = prop_oneof![1..=512usize, 513..=65500usize, Just(49116usize), Just(65500usize)];
     let max_payload = prop_oneof![1..=512usize, 513..=49116usize, Just(49116usize)];
     let send_buffer = prop_oneof![1..=4096usize, 4097..=(1usize << 20)];
@@ -201,20 +199,22 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(spec(), 1..=8),
         style(),
     )
-        .prop_map(|(stream, device_window, device_max_segment, engine_window, send_buffer, max_payload, specs, style)| {
-            Case {
-                stream,
-                device_window,
-                device_max_segment,
-                engine_window,
-                send_buffer,
-                max_payload,
-                specs,
-                style,
-                misbehaviour: Misbehaviour::none(),
-            }
-            .within_budget()
-        })
+        .prop_map(
+            |(stream, device_window, device_max_segment, engine_window, send_buffer, max_payload, specs, style)| {
+                Case {
+                    stream,
+                    device_window,
+                    device_max_segment,
+                    engine_window,
+                    send_buffer,
+                    max_payload,
+                    specs,
+                    style,
+                    misbehaviour: Misbehaviour::none(),
+                }
+                .within_budget()
+            },
+        )
 }
 
 /// Misbehaviour a correct host must simply live with: small or odd windows are covered

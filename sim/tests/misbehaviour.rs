@@ -280,7 +280,9 @@ fn fragmented_output_is_the_same_stream_cut_at_random() {
     let packets: Vec<Vec<u8>> = frags.iter().flat_map(|f| r.push(f).unwrap()).collect();
     assert_eq!(packets, whole);
     // USB framing ignores the knob: one packet per transfer.
-    let usb = DeviceConfig::new().listen(19, |_| Source::new(100_000)).misbehaviour(Misbehaviour::none().fragmented_output(100));
+    let usb = DeviceConfig::new()
+        .listen(19, |_| Source::new(100_000))
+        .misbehaviour(Misbehaviour::none().fragmented_output(100));
     let mut dev = SimDevice::new(usb);
     let host = &mut Host::new();
     host.start_v2(&mut dev);

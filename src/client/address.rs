@@ -12,7 +12,10 @@ pub const DEFAULT_SOCKET_PATH: &str = "/var/run/usbmuxd";
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum DaemonAddress {
     Unix(PathBuf),
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
     /// The in-process USB backend (`crate::usb`), reached through a socket pair.
     InProcess,
 }

@@ -100,7 +100,11 @@ impl LookupOptions {
 /// Picks a device from `list` as `usbmuxd_get_device` does: without a UDID the first
 /// entry of an accepted kind; with one, the USB or network entry of that UDID (the last
 /// of each kind seen before both are found), preferring USB unless told otherwise.
-pub fn select_device<'a>(list: &'a [DeviceRecord], udid: Option<&str>, opts: LookupOptions) -> Option<&'a DeviceRecord> {
+pub fn select_device<'a>(
+    list: &'a [DeviceRecord],
+    udid: Option<&str>,
+    opts: LookupOptions,
+) -> Option<&'a DeviceRecord> {
     let accepted = |d: &DeviceRecord| match d.connection {
         ConnectionType::Usb => opts.usb,
         ConnectionType::Network => opts.network,

@@ -8,10 +8,10 @@ pub mod transport;
 
 use crate::error::{Error, Result};
 use crate::proto::{frame, msgtype, plist_to_xml, ClientInfo, DaemonMessage, Header, Request, VERSION_PLIST};
-use std::borrow::Cow;
 use crate::usb::BackendChoice;
 use address::DaemonAddress;
 use parking_lot::Mutex;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;

@@ -92,9 +92,7 @@ impl DeviceRecord {
         let mut network_address = Vec::new();
         if connection == ConnectionType::Network {
             match props.get("NetworkAddress").and_then(Value::as_data) {
-                Some(d) if !d.is_empty() && d.len() < CONN_DATA_LEN && d[0] != 0 => {
-                    network_address = d.to_vec()
-                }
+                Some(d) if !d.is_empty() && d.len() < CONN_DATA_LEN && d[0] != 0 => network_address = d.to_vec(),
                 _ => return Err(DecodeError::BadDeviceRecord("unusable NetworkAddress")),
             }
         }

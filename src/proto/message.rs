@@ -25,13 +25,24 @@ pub const LIBUSBMUX_VERSION: u64 = 3;
 pub enum Request {
     Listen,
     /// `port` in host order, as the user thinks of it (62078 for lockdownd).
-    Connect { device_id: u32, port: u16 },
+    Connect {
+        device_id: u32,
+        port: u16,
+    },
     ListDevices,
     ReadBuid,
-    ReadPairRecord { record_id: String },
+    ReadPairRecord {
+        record_id: String,
+    },
     /// `device_id` 0 means "no DeviceID key".
-    SavePairRecord { record_id: String, data: Vec<u8>, device_id: u32 },
-    DeletePairRecord { record_id: String },
+    SavePairRecord {
+        record_id: String,
+        data: Vec<u8>,
+        device_id: u32,
+    },
+    DeletePairRecord {
+        record_id: String,
+    },
 }
 
 fn int(v: u64) -> Value {
@@ -254,7 +265,8 @@ pub fn decode_request(header: &Header, payload: &[u8]) -> Result<IncomingRequest
                 "ReadBUID" => Some(Request::ReadBuid),
                 "ReadPairRecord" => string("PairRecordID").map(|record_id| Request::ReadPairRecord { record_id }),
                 "DeletePairRecord" => string("PairRecordID").map(|record_id| Request::DeletePairRecord { record_id }),
-                "SavePairRecord" => match (string("PairRecordID"), dict.get("PairRecordData").and_then(Value::as_data)) {
+                "SavePairRecord" => match (string("PairRecordID"), dict.get("PairRecordData").and_then(Value::as_data))
+                {
                     (Some(record_id), Some(data)) => Some(Request::SavePairRecord {
                         record_id,
                         data: data.to_vec(),
@@ -322,11 +334,7 @@ mod tests {
     use crate::proto::header::{HEADER_LEN, MAX_MESSAGE_LEN};
 
     fn info() -> ClientInfo {
-        ClientInfo {
-            bundle_id: None,
-            version_string: "libusbmuxd 2.0.2".into(),
-            prog_name: Some("idevice_id".into()),
-        }
+        ClientInfo { bundle_id: None, version_string: "libusbmuxd 2.0.2".into(), prog_name: Some("idevice_id".into()) }
     }
 
     fn split(msg: &[u8]) -> (Header, &[u8]) {
@@ -353,10 +361,7 @@ mod tests {
         assert_eq!(msg.len(), 515);
         assert!(std::str::from_utf8(&msg[16..]).unwrap().contains("<integer>32498</integer>"));
         let bin = Request::Connect { device_id: 3, port: 62078 }.encode_binary(2).unwrap();
-        assert_eq!(
-            bin,
-            [0x18, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0xf2, 0x7e, 0, 0]
-        );
+        assert_eq!(bin, [0x18, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0xf2, 0x7e, 0, 0]);
         // The daemon side decodes both forms back to the same request.
         for m in [msg, bin] {
             let (h, p) = split(&m);
@@ -441,7 +446,10 @@ mod tests {
         // A trailing NUL after the XML is tolerated.
         let mut msg = encode_result(VERSION_PLIST, 1, 3);
         msg.push(0);
-        assert_eq!(decode_daemon_message(&Header::new(1, 8, 1, msg.len() - 16), &msg[16..]).unwrap(), DaemonMessage::Result(3));
+        assert_eq!(
+            decode_daemon_message(&Header::new(1, 8, 1, msg.len() - 16), &msg[16..]).unwrap(),
+            DaemonMessage::Result(3)
+        );
     }
 
     #[test]

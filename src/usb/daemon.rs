@@ -127,11 +127,22 @@ struct Device {
 
 enum ClientState {
     Command,
-    Listening { version: u32 },
-    Connecting { handle: u32, conn: ConnectionId, version: u32, tag: u32 },
+    Listening {
+        version: u32,
+    },
+    Connecting {
+        handle: u32,
+        conn: ConnectionId,
+        version: u32,
+        tag: u32,
+    },
     /// A raw pipe to a device connection. `device_done`: the device side ended; close
     /// once everything received has been written.
-    Connected { handle: u32, conn: ConnectionId, device_done: bool },
+    Connected {
+        handle: u32,
+        conn: ConnectionId,
+        device_done: bool,
+    },
 }
 
 struct Client {
@@ -223,7 +234,8 @@ impl Server {
             }
             // Replies and events queued while handling devices go out now, not at the
             // next wake-up.
-            let pending: Vec<Token> = self.clients.iter().filter(|(_, c)| c.out_pos < c.out.len()).map(|(t, _)| *t).collect();
+            let pending: Vec<Token> =
+                self.clients.iter().filter(|(_, c)| c.out_pos < c.out.len()).map(|(t, _)| *t).collect();
             for token in pending {
                 self.flush(token);
             }
@@ -233,7 +245,12 @@ impl Server {
     /// While a device is still in its version exchange (and not for longer than
     /// [`SETTLE_TIME`]), requests that list devices wait for it.
     fn settle_deadline(&self) -> Option<Instant> {
-        self.devices.values().filter(|d| !d.visible).map(|d| d.opened + SETTLE_TIME).filter(|t| *t > Instant::now()).min()
+        self.devices
+            .values()
+            .filter(|d| !d.visible)
+            .map(|d| d.opened + SETTLE_TIME)
+            .filter(|t| *t > Instant::now())
+            .min()
     }
 
     // ---- devices --------------------------------------------------------------------
@@ -278,7 +295,10 @@ impl Server {
         };
         crate::debug!(2, "usb_backend", "device {} ({}) opened as handle {handle}", record.udid, info.bus_id);
         self.by_bus_id.insert(info.bus_id, handle);
-        self.devices.insert(handle, Device { opened: Instant::now(), info, record, link, engine, visible: false, conns: HashMap::new() });
+        self.devices.insert(
+            handle,
+            Device { opened: Instant::now(), info, record, link, engine, visible: false, conns: HashMap::new() },
+        );
     }
 
     fn link_event(&mut self, handle: u32, e: LinkEvent) {
@@ -357,7 +377,12 @@ impl Server {
                     self.notify_listeners(|version| attached(version, &record, location));
                 }
                 EngineEvent::VersionRejected { major, minor } => {
-                    crate::debug!(0, "usb_backend", "device {} speaks unknown mux version {major}.{minor}", d.record.udid);
+                    crate::debug!(
+                        0,
+                        "usb_backend",
+                        "device {} speaks unknown mux version {major}.{minor}",
+                        d.record.udid
+                    );
                 }
                 EngineEvent::Connected(conn) => {
                     if let Some(token) = d.conns.get(&conn).copied() {

@@ -38,7 +38,9 @@ impl PairStore {
 
     /// The directory from `USBMUXD_PAIR_RECORD_DIR`, or `/var/lib/lockdown`.
     pub fn from_env() -> PairStore {
-        PairStore::new(std::env::var_os(PAIR_RECORD_DIR_ENV).map_or_else(|| PathBuf::from(DEFAULT_PAIR_RECORD_DIR), PathBuf::from))
+        PairStore::new(
+            std::env::var_os(PAIR_RECORD_DIR_ENV).map_or_else(|| PathBuf::from(DEFAULT_PAIR_RECORD_DIR), PathBuf::from),
+        )
     }
 
     pub fn dir(&self) -> &Path {

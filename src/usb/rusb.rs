@@ -417,7 +417,9 @@ impl RusbBus {
             if !sys && !dev {
                 format!("libusb found no USB buses (no /sys/bus/usb, no /dev/bus/usb): libusb_init: {e}")
             } else if !dev {
-                format!("libusb cannot start: no /dev/bus/usb (in a container it must be made visible): libusb_init: {e}")
+                format!(
+                    "libusb cannot start: no /dev/bus/usb (in a container it must be made visible): libusb_init: {e}"
+                )
             } else {
                 format!("libusb cannot start: libusb_init: {e}")
             }
@@ -491,7 +493,11 @@ impl Bus for RusbBus {
         let _ = discovery.tx.send(Msg::Sync(done));
         self.discovery = Some(discovery);
         if synced.recv_timeout(START_SYNC_TIMEOUT).is_err() {
-            crate::debug!(1, "usb", "reading the devices present took over {START_SYNC_TIMEOUT:?}; they are reported when done");
+            crate::debug!(
+                1,
+                "usb",
+                "reading the devices present took over {START_SYNC_TIMEOUT:?}; they are reported when done"
+            );
         }
         Ok(())
     }
@@ -559,7 +565,10 @@ impl Bus for RusbBus {
             out += &format!(", iOS device(s): {}", serials.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
         }
         if !other_apple.is_empty() {
-            out += &format!("; Apple device(s) not in usbmux mode (recovery, DFU, or not an iOS device): {}", other_apple.join(", "));
+            out += &format!(
+                "; Apple device(s) not in usbmux mode (recovery, DFU, or not an iOS device): {}",
+                other_apple.join(", ")
+            );
         }
         let mut problems: Vec<&String> = status.problems.values().collect();
         problems.sort();
@@ -694,7 +703,15 @@ impl Worker {
                     status.reported.insert(id, info.serial.clone());
                     drop(status);
                     self.known.insert(id);
-                    crate::debug!(2, "usb", "found {} ({:04x}:{:04x}) at {}", info.serial, info.vendor_id, info.product_id, device_name(&p.device));
+                    crate::debug!(
+                        2,
+                        "usb",
+                        "found {} ({:04x}:{:04x}) at {}",
+                        info.serial,
+                        info.vendor_id,
+                        info.product_id,
+                        device_name(&p.device)
+                    );
                     (self.sink)(BusEvent::Arrived(info));
                 }
                 Err(why) => {
@@ -780,7 +797,14 @@ fn read_serial(handle: &DeviceHandle<Context>, index: Option<u8>) -> Result<Stri
     }
     let language = u16::from_le_bytes([buf[2], buf[3]]);
     let n = handle
-        .read_control(request_type, c::LIBUSB_REQUEST_GET_DESCRIPTOR, string | u16::from(index), language, &mut buf, CONTROL_TIMEOUT)
+        .read_control(
+            request_type,
+            c::LIBUSB_REQUEST_GET_DESCRIPTOR,
+            string | u16::from(index),
+            language,
+            &mut buf,
+            CONTROL_TIMEOUT,
+        )
         .map_err(|e| format!("reading string descriptor {index}: {e}"))?;
     let serial = string_descriptor_ascii(&buf[..n]);
     if serial.is_empty() {
@@ -794,8 +818,10 @@ fn read_serial(handle: &DeviceHandle<Context>, index: Option<u8>) -> Result<Stri
 fn configure(device: &Device<Context>, handle: &DeviceHandle<Context>) -> io::Result<MuxInterface> {
     let name = device_name(device);
     let desc = device.device_descriptor().map_err(|e| io_error(format!("{name}: device descriptor"), e))?;
-    let configs: Vec<ConfigSummary> =
-        (0..desc.num_configurations()).filter_map(|i| device.config_descriptor(i).ok()).map(|c| summarize(&c)).collect();
+    let configs: Vec<ConfigSummary> = (0..desc.num_configurations())
+        .filter_map(|i| device.config_descriptor(i).ok())
+        .map(|c| summarize(&c))
+        .collect();
     let candidates = mux_candidates(&configs);
     if candidates.is_empty() {
         return Err(io::Error::new(
@@ -828,7 +854,11 @@ fn configure(device: &Device<Context>, handle: &DeviceHandle<Context>) -> io::Re
             }
         }
         handle.claim_interface(mux.interface).map_err(|e| {
-            let hint = if e == ::rusb::Error::Busy { " (is the usbmuxd daemon or another program using the device?)" } else { "" };
+            let hint = if e == ::rusb::Error::Busy {
+                " (is the usbmuxd daemon or another program using the device?)"
+            } else {
+                ""
+            };
             io_error(format!("{name}: claiming interface {}{hint}", mux.interface), e)
         })?;
         return Ok(mux);
@@ -1022,7 +1052,12 @@ impl InRing {
             return Err(io::Error::other(format!("could not start any bulk IN transfer: {}", libusb_error_name(rc))));
         }
         if let Some(rc) = error {
-            crate::debug!(1, "usb", "only {started} of {IN_TRANSFERS} bulk IN transfers started: {}", libusb_error_name(rc));
+            crate::debug!(
+                1,
+                "usb",
+                "only {started} of {IN_TRANSFERS} bulk IN transfers started: {}",
+                libusb_error_name(rc)
+            );
         }
         Ok(ring)
     }
@@ -1213,7 +1248,13 @@ mod tests {
         let m = mux_candidates(&configs)[0];
         assert_eq!(
             m,
-            MuxInterface { configuration: 4, interface: 1, endpoint_in: 0x85, endpoint_out: 0x04, out_max_packet_size: 512 }
+            MuxInterface {
+                configuration: 4,
+                interface: 1,
+                endpoint_in: 0x85,
+                endpoint_out: 0x04,
+                out_max_packet_size: 512
+            }
         );
         // Without a configuration 4: the highest.
         let configs = vec![iphone_config(1), iphone_config(3), iphone_config(2)];

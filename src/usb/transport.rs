@@ -30,8 +30,7 @@ pub const APPLE_VENDOR_ID: u16 = 0x05ac;
 impl UsbDeviceInfo {
     /// Whether this is an iOS device in usbmux mode (`usb-mux-protocol.md` §1.1).
     pub fn is_mux_device(&self) -> bool {
-        self.vendor_id == APPLE_VENDOR_ID
-            && (self.product_id == 0x8600 || (0x1290..=0x12af).contains(&self.product_id))
+        self.vendor_id == APPLE_VENDOR_ID && (self.product_id == 0x8600 || (0x1290..=0x12af).contains(&self.product_id))
     }
 }
 

@@ -119,10 +119,16 @@ pub struct TcpHeader {
 pub enum Packet {
     Version(VersionBody),
     /// CONTROL (device → host): a type byte and text.
-    Control { kind: u8, text: Vec<u8> },
+    Control {
+        kind: u8,
+        text: Vec<u8>,
+    },
     /// SETUP (host → device): one byte, 0x07.
     Setup(Vec<u8>),
-    Tcp { header: TcpHeader, payload: Vec<u8> },
+    Tcp {
+        header: TcpHeader,
+        payload: Vec<u8>,
+    },
 }
 
 /// Why bytes do not form a valid mux packet.
@@ -299,7 +305,11 @@ impl Packet {
                 if body.len() < 12 {
                     return Err(CodecError::BadBody("VERSION"));
                 }
-                Packet::Version(VersionBody { major: be32(&body[0..4]), minor: be32(&body[4..8]), padding: be32(&body[8..12]) })
+                Packet::Version(VersionBody {
+                    major: be32(&body[0..4]),
+                    minor: be32(&body[4..8]),
+                    padding: be32(&body[8..12]),
+                })
             }
             Protocol::Control => match body.split_first() {
                 Some((&kind, text)) => Packet::Control { kind, text: text.to_vec() },

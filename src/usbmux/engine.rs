@@ -74,9 +74,14 @@ pub enum ConnectFailure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineEvent {
     /// The version exchange is done; connections may be opened.
-    Ready { version: u32 },
+    Ready {
+        version: u32,
+    },
     /// The device answered the version request with a version we do not speak.
-    VersionRejected { major: u32, minor: u32 },
+    VersionRejected {
+        major: u32,
+        minor: u32,
+    },
     Connected(ConnectionId),
     ConnectFailed(ConnectionId, ConnectFailure),
     /// New data can be read with [`Engine::recv`].
@@ -88,7 +93,10 @@ pub enum EngineEvent {
     /// be read; after that `recv` reports the reset.
     Reset(ConnectionId, String),
     /// A CONTROL message from the device (3 error, 5 warning, 7 info).
-    DeviceMessage { kind: u8, text: String },
+    DeviceMessage {
+        kind: u8,
+        text: String,
+    },
     /// Input that could not be parsed was dropped.
     InputDropped(CodecError),
 }
@@ -126,14 +134,18 @@ impl std::error::Error for EngineError {}
 enum DeviceState {
     /// VERSION sent (or about to be), reply awaited.
     Init,
-    Active { version: u32 },
+    Active {
+        version: u32,
+    },
     /// Unusable: bad version, or gone.
     Failed,
 }
 
 #[derive(Debug)]
 enum ConnState {
-    Connecting { deadline: Instant },
+    Connecting {
+        deadline: Instant,
+    },
     Connected,
     /// Reset; holds the reason. Buffered data stays readable.
     Reset(String),
@@ -349,7 +361,11 @@ impl Engine {
                 if tcp.flags != flags::ACK {
                     let why = if tcp.flags & flags::RST != 0 {
                         let r = reason();
-                        if r.is_empty() { "reset by device".to_string() } else { r }
+                        if r.is_empty() {
+                            "reset by device".to_string()
+                        } else {
+                            r
+                        }
                     } else {
                         self.send_reset(id);
                         format!("unexpected TCP flags {:#04x} from device", tcp.flags)
@@ -429,7 +445,9 @@ impl Engine {
             if let Packet::Tcp { header, .. } = &packet {
                 // Only a packet of the connection itself carries its acknowledgement (an
                 // anonymous RST from the same host port to another device port does not).
-                if let Some(c) = self.connections.get_mut(&header.source_port).filter(|c| c.device_port == header.dest_port) {
+                if let Some(c) =
+                    self.connections.get_mut(&header.source_port).filter(|c| c.device_port == header.dest_port)
+                {
                     c.ack_sent = header.ack;
                 }
             }
@@ -440,7 +458,12 @@ impl Engine {
             return false;
         }
         // Data (with a piggy-backed ACK) or a pure ACK, connections taken in turn.
-        let ports: Vec<u16> = self.connections.range(self.cursor..).chain(self.connections.range(..self.cursor)).map(|(p, _)| *p).collect();
+        let ports: Vec<u16> = self
+            .connections
+            .range(self.cursor..)
+            .chain(self.connections.range(..self.cursor))
+            .map(|(p, _)| *p)
+            .collect();
         for port in ports {
             let Some(c) = self.connections.get(&port) else { continue };
             if !matches!(c.state, ConnState::Connected) {
@@ -607,7 +630,9 @@ impl Engine {
     /// How many more bytes [`send`](Self::send) would accept now (0 unless connected).
     pub fn send_capacity(&self, id: ConnectionId) -> usize {
         match self.connections.get(&id.0) {
-            Some(c) if matches!(c.state, ConnState::Connected) => self.config.send_buffer.saturating_sub(c.outbound.len()),
+            Some(c) if matches!(c.state, ConnState::Connected) => {
+                self.config.send_buffer.saturating_sub(c.outbound.len())
+            }
             _ => 0,
         }
     }

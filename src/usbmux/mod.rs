@@ -5,5 +5,7 @@
 pub mod codec;
 pub mod engine;
 
-pub use codec::{needs_zlp, CodecError, HeaderFormat, MuxHeader, Packet, Protocol, Reassembler, TcpHeader, VersionBody};
+pub use codec::{
+    needs_zlp, CodecError, HeaderFormat, MuxHeader, Packet, Protocol, Reassembler, TcpHeader, VersionBody,
+};
 pub use engine::{ConnectFailure, ConnectionId, Engine, EngineConfig, EngineError, EngineEvent};

@@ -112,11 +112,7 @@ pub fn parse_usb(spec: &str) -> Result<TestDevice, String> {
     if parts.len() > 3 {
         return Err(format!("too many fields in {spec:?}"));
     }
-    let handle = parts
-        .get(1)
-        .map(|h| parse_u32(h, "handle"))
-        .transpose()?
-        .unwrap_or(0);
+    let handle = parts.get(1).map(|h| parse_u32(h, "handle")).transpose()?.unwrap_or(0);
     let mut dev = TestDevice::usb(handle, &parse_udid(parts[0])?);
     if let Some(pid) = parts.get(2) {
         dev.product_id = parse_u32(pid, "product id")?;
@@ -130,22 +126,14 @@ pub fn parse_network(spec: &str) -> Result<TestDevice, String> {
     if !(2..=3).contains(&parts.len()) {
         return Err(format!("expected UDID,IPV4[,HANDLE], got {spec:?}"));
     }
-    let ip: Ipv4Addr = parts[1]
-        .parse()
-        .map_err(|_| format!("bad IPv4 address {:?}", parts[1]))?;
-    let handle = parts
-        .get(2)
-        .map(|h| parse_u32(h, "handle"))
-        .transpose()?
-        .unwrap_or(0);
+    let ip: Ipv4Addr = parts[1].parse().map_err(|_| format!("bad IPv4 address {:?}", parts[1]))?;
+    let handle = parts.get(2).map(|h| parse_u32(h, "handle")).transpose()?.unwrap_or(0);
     Ok(TestDevice::network(handle, &parse_udid(parts[0])?, ip))
 }
 
 /// `PORT=echo|sink|source:N|close|lockdownd|none`; `none` gives `None` (remove the port).
 pub fn parse_service(spec: &str) -> Result<(u16, Option<Service>), String> {
-    let (port, kind) = spec
-        .split_once('=')
-        .ok_or_else(|| format!("expected PORT=KIND, got {spec:?}"))?;
+    let (port, kind) = spec.split_once('=').ok_or_else(|| format!("expected PORT=KIND, got {spec:?}"))?;
     let port: u16 = port.parse().map_err(|_| format!("bad port {port:?}"))?;
     let service = match kind {
         "echo" => Some(Service::Echo),
@@ -154,9 +142,7 @@ pub fn parse_service(spec: &str) -> Result<(u16, Option<Service>), String> {
         "lockdownd" => Some(Service::Lockdownd),
         "none" => None,
         _ => match kind.strip_prefix("source:") {
-            Some(n) => Some(Service::Source(
-                n.parse().map_err(|_| format!("bad byte count {n:?}"))?,
-            )),
+            Some(n) => Some(Service::Source(n.parse().map_err(|_| format!("bad byte count {n:?}"))?)),
             None => return Err(format!("unknown service {kind:?}")),
         },
     };
@@ -202,10 +188,7 @@ mod tests {
         assert_eq!(o.config.mode, ProtocolMode::BinaryOnly);
         assert!(!o.config.list_devices);
         let d = &o.config.devices;
-        assert_eq!(
-            (d[0].handle, d[0].product_id, d[0].udid.as_str()),
-            (5, 0x12ab, "AAA")
-        );
+        assert_eq!((d[0].handle, d[0].product_id, d[0].udid.as_str()), (5, 0x12ab, "AAA"));
         assert_eq!(d[1].handle, 0);
         assert_eq!(d[2].connection, ConnectionType::Network);
         assert_eq!(d[2].network_address[4..8], [127, 0, 0, 1]);
@@ -227,14 +210,7 @@ mod tests {
         assert!(run(&["--socket", "x", "--service", "7=teleport"]).is_err());
         assert!(run(&["--socket", "x", "--frobnicate"]).is_err());
         assert!(matches!(parse(["-h".to_string()]), Ok(Parsed::Help)));
-        let o = run(&[
-            "--tcp",
-            "127.0.0.1:0",
-            "--no-default-services",
-            "--service",
-            "7=echo",
-        ])
-        .unwrap();
+        let o = run(&["--tcp", "127.0.0.1:0", "--no-default-services", "--service", "7=echo"]).unwrap();
         assert_eq!(o.services.len(), 1);
     }
 }

@@ -157,11 +157,7 @@ impl TestDevice {
     pub fn record(&self) -> DeviceRecord {
         DeviceRecord {
             handle: self.handle,
-            product_id: if self.connection == ConnectionType::Usb {
-                self.product_id
-            } else {
-                0
-            },
+            product_id: if self.connection == ConnectionType::Usb { self.product_id } else { 0 },
             udid: self.udid.clone(),
             connection: self.connection,
             network_address: self.network_address.clone(),
@@ -202,18 +198,12 @@ impl DaemonConfig {
     }
 
     pub fn unix(path: impl Into<PathBuf>) -> DaemonConfig {
-        DaemonConfig {
-            listen: Listen::Unix(path.into()),
-            ..DaemonConfig::default()
-        }
+        DaemonConfig { listen: Listen::Unix(path.into()), ..DaemonConfig::default() }
     }
 
     /// TCP on `addr`; use `127.0.0.1:0` for a free port.
     pub fn tcp(addr: SocketAddr) -> DaemonConfig {
-        DaemonConfig {
-            listen: Listen::Tcp(addr),
-            ..DaemonConfig::default()
-        }
+        DaemonConfig { listen: Listen::Tcp(addr), ..DaemonConfig::default() }
     }
 
     pub fn binary_only(mut self) -> DaemonConfig {
@@ -264,14 +254,8 @@ mod tests {
 
     #[test]
     fn sockaddr_layouts() {
-        assert_eq!(
-            darwin_sockaddr_in(Ipv4Addr::LOCALHOST, 0),
-            [0x10, 2, 0, 0, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            darwin_sockaddr_in(Ipv4Addr::new(192, 168, 1, 23), 0x1234)[2..8],
-            [0x12, 0x34, 192, 168, 1, 23]
-        );
+        assert_eq!(darwin_sockaddr_in(Ipv4Addr::LOCALHOST, 0), [0x10, 2, 0, 0, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(darwin_sockaddr_in(Ipv4Addr::new(192, 168, 1, 23), 0x1234)[2..8], [0x12, 0x34, 192, 168, 1, 23]);
         let v6 = darwin_sockaddr_in6(Ipv6Addr::LOCALHOST, 0, 4);
         assert_eq!(v6.len(), 28);
         assert_eq!(v6[..2], [0x1c, 0x1e]);

@@ -14,8 +14,8 @@ use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
 use usbmuxd::proto::{
-    attached_dict, decode_request, encode_result, msgtype, result, ConnectionType, Header,
-    IncomingRequest, Request, HEADER_LEN, VERSION_BINARY, VERSION_PLIST,
+    attached_dict, decode_request, encode_result, msgtype, result, ConnectionType, Header, IncomingRequest, Request,
+    HEADER_LEN, VERSION_BINARY, VERSION_PLIST,
 };
 
 /// The daemon closes connections announcing a message longer than this.
@@ -28,11 +28,7 @@ const LISTENER_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 enum After {
     Continue,
     Listen,
-    Pipe {
-        device: TestDevice,
-        service: Service,
-        counters: Arc<Counters>,
-    },
+    Pipe { device: TestDevice, service: Service, counters: Arc<Counters> },
 }
 
 struct Connection {
@@ -47,13 +43,7 @@ struct Connection {
 
 /// Serves a client until it disconnects, the daemon stops, or the protocol says to close.
 pub(crate) fn serve(shared: Arc<Shared>, id: u64, stream: Stream) {
-    let mut conn = Connection {
-        shared,
-        id,
-        stream,
-        version: VERSION_BINARY,
-        info: Dictionary::new(),
-    };
+    let mut conn = Connection { shared, id, stream, version: VERSION_BINARY, info: Dictionary::new() };
     conn.run();
     if conn.shared.state.lock().listeners.remove(&id).is_some() {
         conn.shared.poke();
@@ -145,11 +135,7 @@ impl Connection {
                     }
                 }
                 After::Listen => return self.listen(&bytes),
-                After::Pipe {
-                    device,
-                    service,
-                    counters,
-                } => {
+                After::Pipe { device, service, counters } => {
                     if self.send(&bytes) {
                         if let Ok(stream) = self.stream.try_clone() {
                             services::run(&service, stream, &device, &counters);
@@ -176,36 +162,19 @@ impl Connection {
         self.stream.write_all(bytes).is_ok()
     }
 
-    fn log(
-        &self,
-        header: &Header,
-        payload: &[u8],
-        decoded: &Result<IncomingRequest, usbmuxd::proto::DecodeError>,
-    ) {
+    fn log(&self, header: &Header, payload: &[u8], decoded: &Result<IncomingRequest, usbmuxd::proto::DecodeError>) {
         let mut raw = header.encode().to_vec();
         raw.extend_from_slice(payload);
         let (request, dict, error) = match decoded {
             Ok(r) => (r.request.clone(), r.dict.clone(), None),
             Err(e) => (None, None, Some(e.to_string())),
         };
-        self.shared.record(LoggedRequest {
-            client: self.id,
-            header: *header,
-            request,
-            dict,
-            error,
-            raw,
-        });
+        self.shared.record(LoggedRequest { client: self.id, header: *header, request, dict, error, raw });
     }
 
     fn remember_identification(&mut self, request: &IncomingRequest) {
         let Some(dict) = &request.dict else { return };
-        for key in [
-            "BundleID",
-            "ClientVersionString",
-            "ProgName",
-            "kLibUSBMuxVersion",
-        ] {
+        for key in ["BundleID", "ClientVersionString", "ProgName", "kLibUSBMuxVersion"] {
             if let Some(v) = dict.get(key) {
                 self.info.insert(key.into(), v.clone());
             }
@@ -220,9 +189,7 @@ impl Connection {
         };
         let reply = match request {
             Request::Listen => return (Reply::Result(result::OK), After::Listen),
-            Request::Connect { device_id, port } => {
-                return self.plan_connect(incoming, *device_id, *port)
-            }
+            Request::Connect { device_id, port } => return self.plan_connect(incoming, *device_id, *port),
             Request::ListDevices => {
                 let state = self.shared.state.lock();
                 if !state.list_devices {
@@ -232,41 +199,30 @@ impl Connection {
                         .devices
                         .values()
                         .map(|d| {
-                            let location =
-                                (d.connection == ConnectionType::Usb).then_some(d.location);
+                            let location = (d.connection == ConnectionType::Usb).then_some(d.location);
                             Value::Dictionary(attached_dict(&d.record(), location))
                         })
                         .collect();
                     Reply::Dict(single("DeviceList", Value::Array(list)))
                 }
             }
-            Request::ReadBuid => {
-                Reply::Dict(single("BUID", self.shared.store.lock().read_buid().into()))
-            }
-            Request::ReadPairRecord { record_id } => match self.shared.store.lock().read(record_id)
-            {
+            Request::ReadBuid => Reply::Dict(single("BUID", self.shared.store.lock().read_buid().into())),
+            Request::ReadPairRecord { record_id } => match self.shared.store.lock().read(record_id) {
                 Ok(data) => Reply::Dict(single("PairRecordData", Value::Data(data))),
                 Err(errno) => Reply::Result(errno),
             },
-            Request::SavePairRecord {
-                record_id,
-                data,
-                device_id,
-            } => match self.shared.store.lock().save(record_id, data) {
-                Ok(()) => {
-                    self.announce_pairing(record_id, *device_id);
-                    Reply::Result(result::OK)
+            Request::SavePairRecord { record_id, data, device_id } => {
+                match self.shared.store.lock().save(record_id, data) {
+                    Ok(()) => {
+                        self.announce_pairing(record_id, *device_id);
+                        Reply::Result(result::OK)
+                    }
+                    Err(errno) => Reply::Result(errno),
                 }
-                Err(errno) => Reply::Result(errno),
-            },
-            Request::DeletePairRecord { record_id } => Reply::Result(
-                self.shared
-                    .store
-                    .lock()
-                    .delete(record_id)
-                    .err()
-                    .unwrap_or(result::OK),
-            ),
+            }
+            Request::DeletePairRecord { record_id } => {
+                Reply::Result(self.shared.store.lock().delete(record_id).err().unwrap_or(result::OK))
+            }
         };
         (reply, After::Continue)
     }
@@ -275,21 +231,15 @@ impl Connection {
     /// missing or mistyped keys (22), anything else (1).
     fn unmodelled(&self, incoming: &IncomingRequest) -> Reply {
         match message_type(incoming) {
-            Some("ListListeners") => Reply::Dict(single(
-                "ListenerList",
-                Value::Array(self.shared.state.lock().listener_list()),
-            )),
+            Some("ListListeners") => {
+                Reply::Dict(single("ListenerList", Value::Array(self.shared.state.lock().listener_list())))
+            }
             Some("ReadPairRecord" | "SavePairRecord" | "DeletePairRecord") => Reply::Result(EINVAL),
             _ => Reply::Result(result::BADCOMMAND),
         }
     }
 
-    fn plan_connect(
-        &self,
-        incoming: &IncomingRequest,
-        device_id: u32,
-        port: u16,
-    ) -> (Reply, After) {
+    fn plan_connect(&self, incoming: &IncomingRequest, device_id: u32, port: u16) -> (Reply, After) {
         let fail = |n| (Reply::Result(n), After::Continue);
         if let Some(dict) = &incoming.dict {
             if dict.get("DeviceID").is_none() {
@@ -307,26 +257,14 @@ impl Connection {
             return fail(result::CONNREFUSED);
         };
         let counters = state.counters(device_id, port);
-        (
-            Reply::Result(result::OK),
-            After::Pipe {
-                device,
-                service,
-                counters,
-            },
-        )
+        (Reply::Result(result::OK), After::Pipe { device, service, counters })
     }
 
     /// Daemon §6.7 step 5: `Paired` to listeners if the DeviceID names a device whose UDID
     /// is the record id.
     fn announce_pairing(&self, record_id: &str, device_id: u32) {
         let mut state = self.shared.state.lock();
-        if device_id > 0
-            && state
-                .devices
-                .get(&device_id)
-                .is_some_and(|d| d.udid == record_id)
-        {
+        if device_id > 0 && state.devices.get(&device_id).is_some_and(|d| d.udid == record_id) {
             state.broadcast(Event::Paired(device_id));
         }
     }
@@ -348,14 +286,7 @@ impl Connection {
                 return;
             }
             let info = self.info.clone();
-            state.listeners.insert(
-                self.id,
-                ListenerEntry {
-                    stream,
-                    version: self.version,
-                    info,
-                },
-            );
+            state.listeners.insert(self.id, ListenerEntry { stream, version: self.version, info });
         }
         self.shared.poke();
         let _ = self.stream.read(&mut [0u8; 1]);

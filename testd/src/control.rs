@@ -78,25 +78,15 @@ impl<'a> Controller<'a> {
     pub fn handle(&mut self, line: &str) -> Response {
         let words: Vec<&str> = line.split_whitespace().collect();
         let Some(&cmd) = words.first() else {
-            return Response {
-                lines: Vec::new(),
-                quit: false,
-            };
+            return Response { lines: Vec::new(), quit: false };
         };
         if cmd.starts_with('#') {
-            return Response {
-                lines: Vec::new(),
-                quit: false,
-            };
+            return Response { lines: Vec::new(), quit: false };
         }
         let quit = cmd == "quit";
         let lines = match self.execute(cmd, &words[1..]) {
             Ok((mut data, info)) => {
-                data.push(if info.is_empty() {
-                    "OK".to_string()
-                } else {
-                    format!("OK {info}")
-                });
+                data.push(if info.is_empty() { "OK".to_string() } else { format!("OK {info}") });
                 data
             }
             Err(why) => vec![format!("ERR {why}")],
@@ -125,10 +115,7 @@ impl<'a> Controller<'a> {
                 d.stop();
                 ok("")
             }
-            "start" => d
-                .restart()
-                .map(|_| (Vec::new(), String::new()))
-                .map_err(|e| format!("cannot listen: {e}")),
+            "start" => d.restart().map(|_| (Vec::new(), String::new())).map_err(|e| format!("cannot listen: {e}")),
             "misbehave" => self.misbehave(args),
             "misbehave-clear" => {
                 d.clear_misbehaviours();
@@ -153,32 +140,18 @@ impl<'a> Controller<'a> {
             "service" => {
                 let handle = number(args.first(), "handle")?;
                 let (port, service) = parse_service(args.get(1).ok_or("missing PORT=KIND")?)?;
-                d.set_service(handle, port, service)
-                    .map_err(|e| e.to_string())?;
+                d.set_service(handle, port, service).map_err(|e| e.to_string())?;
                 ok("")
             }
             "stats" => {
-                let s = d.service_stats(
-                    number(args.first(), "handle")?,
-                    number(args.get(1), "port")?,
-                );
-                ok(format!(
-                    "connections={} received={} sent={}",
-                    s.connections, s.bytes_received, s.bytes_sent
-                ))
+                let s = d.service_stats(number(args.first(), "handle")?, number(args.get(1), "port")?);
+                ok(format!("connections={} received={} sent={}", s.connections, s.bytes_received, s.bytes_sent))
             }
             "lockdown-log" => {
                 let handle = number(args.first(), "handle")?;
-                let port = if args.len() > 1 {
-                    number(args.get(1), "port")?
-                } else {
-                    crate::LOCKDOWND_PORT
-                };
-                let lines: Vec<String> = d
-                    .lockdownd_requests(handle, port)
-                    .iter()
-                    .map(|r| format!("LOCKDOWN {}", one_line(r)))
-                    .collect();
+                let port = if args.len() > 1 { number(args.get(1), "port")? } else { crate::LOCKDOWND_PORT };
+                let lines: Vec<String> =
+                    d.lockdownd_requests(handle, port).iter().map(|r| format!("LOCKDOWN {}", one_line(r))).collect();
                 let n = lines.len();
                 Ok((lines, n.to_string()))
             }
@@ -187,11 +160,7 @@ impl<'a> Controller<'a> {
                 Ok((lines, String::new()))
             }
             "log" => {
-                let lines: Vec<String> = d
-                    .requests()
-                    .iter()
-                    .map(|r| format!("LOG {}", r.summary()))
-                    .collect();
+                let lines: Vec<String> = d.requests().iter().map(|r| format!("LOG {}", r.summary())).collect();
                 let n = lines.len();
                 Ok((lines, n.to_string()))
             }
@@ -202,11 +171,7 @@ impl<'a> Controller<'a> {
             "listeners" => ok(d.listener_count().to_string()),
             "wait-listeners" => {
                 let n: usize = number(args.first(), "count")?;
-                let ms: u64 = if args.len() > 1 {
-                    number(args.get(1), "timeout")?
-                } else {
-                    5000
-                };
+                let ms: u64 = if args.len() > 1 { number(args.get(1), "timeout")? } else { 5000 };
                 if d.wait_for_listeners(n, Duration::from_millis(ms)) {
                     ok(d.listener_count().to_string())
                 } else {
@@ -214,8 +179,7 @@ impl<'a> Controller<'a> {
                 }
             }
             "send-raw" => {
-                let Misbehaviour::Raw(bytes) = Misbehaviour::parse("raw", Some(&args.concat()))?
-                else {
+                let Misbehaviour::Raw(bytes) = Misbehaviour::parse("raw", Some(&args.concat()))? else {
                     unreachable!("raw parses to Raw")
                 };
                 ok(d.send_to_listeners(&bytes).to_string())
@@ -244,8 +208,7 @@ impl<'a> Controller<'a> {
         loop {
             match rest {
                 [head @ .., "on", k] => {
-                    kind = RequestKind::parse(k)
-                        .ok_or_else(|| format!("unknown request kind {k:?}"))?;
+                    kind = RequestKind::parse(k).ok_or_else(|| format!("unknown request kind {k:?}"))?;
                     rest = head;
                 }
                 [head @ .., "times", "always"] => {
@@ -271,26 +234,14 @@ impl<'a> Controller<'a> {
 
 fn describe_device(d: &TestDevice) -> String {
     let kind = match d.connection {
-        ConnectionType::Usb => format!(
-            "USB product_id=0x{:04x} location=0x{:08x}",
-            d.product_id, d.location
-        ),
+        ConnectionType::Usb => format!("USB product_id=0x{:04x} location=0x{:08x}", d.product_id, d.location),
         ConnectionType::Network => {
-            let hex: String = d
-                .network_address
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let hex: String = d.network_address.iter().map(|b| format!("{b:02x}")).collect();
             format!("Network address={hex}")
         }
     };
     let ports: Vec<String> = d.services.keys().map(u16::to_string).collect();
-    format!(
-        "DEVICE handle={} udid={} type={kind} ports={}",
-        d.handle,
-        d.udid,
-        ports.join(",")
-    )
+    format!("DEVICE handle={} udid={} type={kind} ports={}", d.handle, d.udid, ports.join(","))
 }
 
 /// `Key=value` pairs of a flat dictionary on one line (nested values shown as `...`).

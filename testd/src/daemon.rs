@@ -56,13 +56,9 @@ pub struct TestDaemon {
 
 fn make_temp_dir() -> io::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let dir =
-        std::env::temp_dir().join(format!("usbmuxd-testd-{}-{n}-{nanos}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("usbmuxd-testd-{}-{n}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -71,16 +67,9 @@ impl TestDaemon {
     /// Binds the socket, adds the configured devices and starts serving.
     pub fn start(config: DaemonConfig) -> io::Result<TestDaemon> {
         let needs_temp = config.listen == Listen::TempDir || config.pair_dir.is_none();
-        let temp_dir = if needs_temp {
-            Some(make_temp_dir()?)
-        } else {
-            None
-        };
+        let temp_dir = if needs_temp { Some(make_temp_dir()?) } else { None };
         let tmp = || temp_dir.clone().expect("temporary directory was created");
-        let pair_dir = config
-            .pair_dir
-            .clone()
-            .unwrap_or_else(|| tmp().join("lockdown"));
+        let pair_dir = config.pair_dir.clone().unwrap_or_else(|| tmp().join("lockdown"));
         let address = match &config.listen {
             Listen::Unix(p) => BoundAddress::Unix(p.clone()),
             Listen::Tcp(a) => BoundAddress::Tcp(*a),
@@ -96,9 +85,7 @@ impl TestDaemon {
             counters: HashMap::new(),
         };
         for dev in config.devices {
-            state
-                .add_device(dev)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            state.add_device(dev).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         }
         let _ = std::fs::create_dir_all(&pair_dir);
         let shared = Arc::new(Shared {
@@ -108,12 +95,7 @@ impl TestDaemon {
             store: Mutex::new(PairStore::new(pair_dir)),
             connections: Arc::new(ConnectionSet::default()),
         });
-        let mut daemon = TestDaemon {
-            shared,
-            address,
-            accept: Mutex::new(None),
-            temp_dir,
-        };
+        let mut daemon = TestDaemon { shared, address, accept: Mutex::new(None), temp_dir };
         let (accept, bound) = daemon.listen()?;
         daemon.address = bound;
         *daemon.accept.lock() = Some(accept);
@@ -126,9 +108,7 @@ impl TestDaemon {
         let shared = Arc::clone(&self.shared);
         let accept = AcceptLoop::start(listener, move |stream| {
             let s = Arc::clone(&shared);
-            shared.connections.spawn(stream, move |id, stream| {
-                crate::connection::serve(s, id, stream)
-            });
+            shared.connections.spawn(stream, move |id, stream| crate::connection::serve(s, id, stream));
         })?;
         Ok((accept, bound))
     }
@@ -210,10 +190,7 @@ impl TestDaemon {
     /// already open to its services stay open.
     pub fn detach(&self, handle: u32) -> Result<TestDevice, ControlError> {
         let mut state = self.shared.state.lock();
-        let device = state
-            .devices
-            .remove(&handle)
-            .ok_or(ControlError::NoSuchDevice(handle))?;
+        let device = state.devices.remove(&handle).ok_or(ControlError::NoSuchDevice(handle))?;
         state.broadcast(Event::Remove(handle));
         Ok(device)
     }
@@ -234,17 +211,9 @@ impl TestDaemon {
     }
 
     /// Sets (`Some`) or removes (`None`) the service on a port of an attached device.
-    pub fn set_service(
-        &self,
-        handle: u32,
-        port: u16,
-        service: Option<Service>,
-    ) -> Result<(), ControlError> {
+    pub fn set_service(&self, handle: u32, port: u16, service: Option<Service>) -> Result<(), ControlError> {
         let mut state = self.shared.state.lock();
-        let dev = state
-            .devices
-            .get_mut(&handle)
-            .ok_or(ControlError::NoSuchDevice(handle))?;
+        let dev = state.devices.get_mut(&handle).ok_or(ControlError::NoSuchDevice(handle))?;
         match service {
             Some(s) => dev.services.insert(port, s),
             None => dev.services.remove(&port),
@@ -254,25 +223,13 @@ impl TestDaemon {
 
     /// Traffic seen by the service on `port` of device `handle` so far.
     pub fn service_stats(&self, handle: u32, port: u16) -> ServiceStats {
-        self.shared
-            .state
-            .lock()
-            .counters
-            .get(&(handle, port))
-            .map(|c| c.snapshot())
-            .unwrap_or_default()
+        self.shared.state.lock().counters.get(&(handle, port)).map(|c| c.snapshot()).unwrap_or_default()
     }
 
     /// Requests received so far by the lockdownd service on `port` of device `handle`
     /// (in order, over all connections).
     pub fn lockdownd_requests(&self, handle: u32, port: u16) -> Vec<plist::Dictionary> {
-        self.shared
-            .state
-            .lock()
-            .counters
-            .get(&(handle, port))
-            .map(|c| c.lockdownd_requests())
-            .unwrap_or_default()
+        self.shared.state.lock().counters.get(&(handle, port)).map(|c| c.lockdownd_requests()).unwrap_or_default()
     }
 
     /// Number of connections in listen mode.
@@ -351,11 +308,7 @@ impl TestDaemon {
     }
 
     /// Waits until a logged request satisfies `pred`; returns the first that does.
-    pub fn wait_for_request(
-        &self,
-        timeout: Duration,
-        pred: impl Fn(&LoggedRequest) -> bool,
-    ) -> Option<LoggedRequest> {
+    pub fn wait_for_request(&self, timeout: Duration, pred: impl Fn(&LoggedRequest) -> bool) -> Option<LoggedRequest> {
         let mut found = None;
         self.wait_until(timeout, |d| {
             found = d.shared.log.lock().iter().find(|r| pred(r)).cloned();
@@ -377,9 +330,7 @@ impl TestDaemon {
                 return false;
             }
             let mut guard = self.shared.log.lock();
-            self.shared
-                .changed
-                .wait_for(&mut guard, (deadline - now).min(Duration::from_millis(10)));
+            self.shared.changed.wait_for(&mut guard, (deadline - now).min(Duration::from_millis(10)));
         }
     }
 

@@ -43,9 +43,8 @@ mod services;
 mod state;
 
 pub use config::{
-    darwin_sockaddr_in, darwin_sockaddr_in6, default_services, DaemonConfig, Listen, ProtocolMode,
-    Service, TestDevice, DEFAULT_PRODUCT_ID, DEFAULT_SOURCE_LEN, ECHO_PORT, LOCKDOWND_PORT,
-    SINK_PORT, SOURCE_PORT,
+    darwin_sockaddr_in, darwin_sockaddr_in6, default_services, DaemonConfig, Listen, ProtocolMode, Service, TestDevice,
+    DEFAULT_PRODUCT_ID, DEFAULT_SOURCE_LEN, ECHO_PORT, LOCKDOWND_PORT, SINK_PORT, SOURCE_PORT,
 };
 pub use daemon::{ControlError, TestDaemon};
 pub use log::LoggedRequest;

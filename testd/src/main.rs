@@ -27,15 +27,10 @@ fn main() -> ExitCode {
         }
     };
     let mut controller = Controller::new(&daemon, options.services);
-    serve_lines(
-        std::io::stdin().lock(),
-        std::io::stdout(),
-        &daemon.usbmuxd_socket_address(),
-        |line| {
-            let response = controller.handle(line);
-            (response.lines, response.quit)
-        },
-    );
+    serve_lines(std::io::stdin().lock(), std::io::stdout(), &daemon.usbmuxd_socket_address(), |line| {
+        let response = controller.handle(line);
+        (response.lines, response.quit)
+    });
     daemon.stop();
     ExitCode::SUCCESS
 }

@@ -16,9 +16,7 @@
 
 use plist::{Dictionary, Value};
 use std::time::Duration;
-use usbmuxd::proto::{
-    encode_plist_message, encode_result, frame, msgtype, HEADER_LEN, VERSION_BINARY, VERSION_PLIST,
-};
+use usbmuxd::proto::{encode_plist_message, encode_result, frame, msgtype, HEADER_LEN, VERSION_BINARY, VERSION_PLIST};
 
 /// One broken (or unusual) reply. "The reply" below means the message the daemon would
 /// normally have sent, encoded in the connection's current protocol.
@@ -132,11 +130,7 @@ pub(crate) struct Arsenal {
 impl Arsenal {
     pub fn arm(&mut self, kind: RequestKind, what: Misbehaviour, times: Times) {
         if times != Times::N(0) {
-            self.armed.push(Armed {
-                kind,
-                what,
-                left: times,
-            });
+            self.armed.push(Armed { kind, what, left: times });
         }
     }
 
@@ -150,10 +144,7 @@ impl Arsenal {
 
     /// The misbehaviour to apply to a request of kind `actual`, if any; consumes one use.
     pub fn take(&mut self, actual: RequestKind) -> Option<Misbehaviour> {
-        let i = self
-            .armed
-            .iter()
-            .position(|a| a.kind.admits(actual) && a.what.applies_to(actual))?;
+        let i = self.armed.iter().position(|a| a.kind.admits(actual) && a.what.applies_to(actual))?;
         let entry = &mut self.armed[i];
         let what = entry.what.clone();
         match entry.left {
@@ -202,12 +193,7 @@ impl Misbehaviour {
             "raw" => Misbehaviour::Raw(parse_hex(arg.ok_or("raw needs hex bytes")?)?),
             _ => return Err(format!("unknown misbehaviour {name:?}")),
         };
-        if arg.is_some()
-            && !matches!(
-                name,
-                "result" | "connect-result" | "listen-result" | "delay" | "raw"
-            )
-        {
+        if arg.is_some() && !matches!(name, "result" | "connect-result" | "listen-result" | "delay" | "raw") {
             return Err(format!("{name} takes no argument"));
         }
         Ok(m)
@@ -215,19 +201,13 @@ impl Misbehaviour {
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> = s
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace() && *b != b':')
-        .collect();
+    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace() && *b != b':').collect();
     if digits.len() % 2 != 0 {
         return Err("odd number of hex digits".into());
     }
     digits
         .chunks(2)
-        .map(|p| {
-            u8::from_str_radix(std::str::from_utf8(p).unwrap_or("zz"), 16)
-                .map_err(|_| format!("bad hex {s:?}"))
-        })
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap_or("zz"), 16).map_err(|_| format!("bad hex {s:?}")))
         .collect()
 }
 
@@ -288,9 +268,7 @@ pub(crate) fn act(m: &Misbehaviour, reply: &Reply, version: u32, tag: u32) -> Ac
             let keep = HEADER_LEN + (bytes.len() - HEADER_LEN) / 2;
             Action::SendAndClose(bytes[..keep].to_vec())
         }
-        Misbehaviour::InvalidPlist => {
-            Action::Send(frame(VERSION_PLIST, msgtype::PLIST, tag, INVALID_PLIST))
-        }
+        Misbehaviour::InvalidPlist => Action::Send(frame(VERSION_PLIST, msgtype::PLIST, tag, INVALID_PLIST)),
         Misbehaviour::BinaryPlist => {
             let mut payload = Vec::new();
             // Serialising an in-memory dictionary into a Vec cannot fail.
@@ -299,12 +277,9 @@ pub(crate) fn act(m: &Misbehaviour, reply: &Reply, version: u32, tag: u32) -> Ac
         }
         Misbehaviour::WrongKind => Action::Send(match reply {
             Reply::Dict(_) => encode_result(version, tag, 0),
-            Reply::Result(_) if version == VERSION_BINARY => frame(
-                VERSION_BINARY,
-                msgtype::DEVICE_PAIRED,
-                tag,
-                &0u32.to_le_bytes(),
-            ),
+            Reply::Result(_) if version == VERSION_BINARY => {
+                frame(VERSION_BINARY, msgtype::DEVICE_PAIRED, tag, &0u32.to_le_bytes())
+            }
             Reply::Result(_) => {
                 let mut d = Dictionary::new();
                 d.insert("DeviceList".into(), Value::Array(Vec::new()));
@@ -313,9 +288,9 @@ pub(crate) fn act(m: &Misbehaviour, reply: &Reply, version: u32, tag: u32) -> Ac
         }),
         Misbehaviour::CloseWithoutReply => Action::SendAndClose(Vec::new()),
         Misbehaviour::NeverReply => Action::Silent,
-        Misbehaviour::Result(n)
-        | Misbehaviour::ConnectResult(n)
-        | Misbehaviour::ListenResult(n) => Action::Send(encode_result(version, tag, *n)),
+        Misbehaviour::Result(n) | Misbehaviour::ConnectResult(n) | Misbehaviour::ListenResult(n) => {
+            Action::Send(encode_result(version, tag, *n))
+        }
         Misbehaviour::Raw(bytes) => Action::Send(bytes.clone()),
         Misbehaviour::Plist(d) => Action::Send(encode_plist_message(tag, d)),
         Misbehaviour::Delay(_) => Action::Send(normal()),
@@ -329,29 +304,15 @@ mod tests {
     #[test]
     fn arsenal_consumes_in_order_and_respects_kinds() {
         let mut a = Arsenal::default();
-        a.arm(
-            RequestKind::Any,
-            Misbehaviour::ConnectResult(3),
-            Times::Once,
-        );
+        a.arm(RequestKind::Any, Misbehaviour::ConnectResult(3), Times::Once);
         a.arm(RequestKind::Any, Misbehaviour::NeverReply, Times::N(2));
-        a.arm(
-            RequestKind::ReadBuid,
-            Misbehaviour::InvalidPlist,
-            Times::Always,
-        );
+        a.arm(RequestKind::ReadBuid, Misbehaviour::InvalidPlist, Times::Always);
         assert_eq!(a.take(RequestKind::Listen), Some(Misbehaviour::NeverReply));
-        assert_eq!(
-            a.take(RequestKind::Connect),
-            Some(Misbehaviour::ConnectResult(3))
-        );
+        assert_eq!(a.take(RequestKind::Connect), Some(Misbehaviour::ConnectResult(3)));
         assert_eq!(a.take(RequestKind::Connect), Some(Misbehaviour::NeverReply));
         assert_eq!(a.take(RequestKind::Connect), None);
         for _ in 0..3 {
-            assert_eq!(
-                a.take(RequestKind::ReadBuid),
-                Some(Misbehaviour::InvalidPlist)
-            );
+            assert_eq!(a.take(RequestKind::ReadBuid), Some(Misbehaviour::InvalidPlist));
         }
         assert_eq!(a.len(), 1);
         a.clear();
@@ -360,74 +321,32 @@ mod tests {
 
     #[test]
     fn parse_names() {
-        assert_eq!(
-            Misbehaviour::parse("connect-result", Some("3")),
-            Ok(Misbehaviour::ConnectResult(3))
-        );
-        assert_eq!(
-            Misbehaviour::parse("raw", Some("01ff")),
-            Ok(Misbehaviour::Raw(vec![1, 0xff]))
-        );
-        assert_eq!(
-            Misbehaviour::parse("delay", Some("20")),
-            Ok(Misbehaviour::Delay(Duration::from_millis(20)))
-        );
+        assert_eq!(Misbehaviour::parse("connect-result", Some("3")), Ok(Misbehaviour::ConnectResult(3)));
+        assert_eq!(Misbehaviour::parse("raw", Some("01ff")), Ok(Misbehaviour::Raw(vec![1, 0xff])));
+        assert_eq!(Misbehaviour::parse("delay", Some("20")), Ok(Misbehaviour::Delay(Duration::from_millis(20))));
         assert!(Misbehaviour::parse("result", None).is_err());
         assert!(Misbehaviour::parse("close", Some("1")).is_err());
         assert!(Misbehaviour::parse("dance", None).is_err());
-        assert_eq!(
-            RequestKind::parse("save-pair-record"),
-            Some(RequestKind::SavePairRecord)
-        );
+        assert_eq!(RequestKind::parse("save-pair-record"), Some(RequestKind::SavePairRecord));
     }
 
     #[test]
     fn documented_bytes() {
         let r = Reply::Result(0);
-        let Action::Send(b) = act(&Misbehaviour::ShortLength, &r, 0, 5) else {
-            panic!()
-        };
-        assert_eq!(
-            b,
-            [8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]
-        );
-        let Action::Send(b) = act(&Misbehaviour::HugeLength, &r, 0, 5) else {
-            panic!()
-        };
+        let Action::Send(b) = act(&Misbehaviour::ShortLength, &r, 0, 5) else { panic!() };
+        assert_eq!(b, [8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
+        let Action::Send(b) = act(&Misbehaviour::HugeLength, &r, 0, 5) else { panic!() };
         assert_eq!(b[..4], [0xff, 0xff, 0xff, 0x7f]);
-        assert_eq!(
-            act(&Misbehaviour::TruncatedHeader, &r, 0, 5),
-            Action::SendAndClose(vec![20, 0, 0, 0, 0, 0, 0])
-        );
-        let Action::SendAndClose(b) = act(&Misbehaviour::TruncatedPayload, &Reply::Result(1), 1, 5)
-        else {
-            panic!()
-        };
+        assert_eq!(act(&Misbehaviour::TruncatedHeader, &r, 0, 5), Action::SendAndClose(vec![20, 0, 0, 0, 0, 0, 0]));
+        let Action::SendAndClose(b) = act(&Misbehaviour::TruncatedPayload, &Reply::Result(1), 1, 5) else { panic!() };
         assert_eq!(b.len(), 16 + 278 / 2);
-        let Action::Send(b) = act(&Misbehaviour::BinaryPlist, &r, 1, 5) else {
-            panic!()
-        };
+        let Action::Send(b) = act(&Misbehaviour::BinaryPlist, &r, 1, 5) else { panic!() };
         assert!(b[16..].starts_with(b"bplist00"));
-        let Action::Send(b) = act(&Misbehaviour::WrongKind, &r, 0, 5) else {
-            panic!()
-        };
-        assert_eq!(
-            b,
-            [20, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]
-        );
-        let Action::Send(b) = act(
-            &Misbehaviour::WrongKind,
-            &Reply::Dict(Dictionary::new()),
-            1,
-            5,
-        ) else {
-            panic!()
-        };
+        let Action::Send(b) = act(&Misbehaviour::WrongKind, &r, 0, 5) else { panic!() };
+        assert_eq!(b, [20, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
+        let Action::Send(b) = act(&Misbehaviour::WrongKind, &Reply::Dict(Dictionary::new()), 1, 5) else { panic!() };
         assert_eq!(b.len(), 294);
         assert_eq!(act(&Misbehaviour::NeverReply, &r, 0, 5), Action::Silent);
-        assert_eq!(
-            act(&Misbehaviour::CloseWithoutReply, &r, 0, 5),
-            Action::SendAndClose(vec![])
-        );
+        assert_eq!(act(&Misbehaviour::CloseWithoutReply, &r, 0, 5), Action::SendAndClose(vec![]));
     }
 }

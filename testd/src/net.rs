@@ -81,29 +81,18 @@ impl BoundAddress {
 /// A listening socket. A UNIX socket's file is removed when the listener is dropped,
 /// unless it has been replaced by another file in the meantime.
 pub(crate) enum Listener {
-    Unix {
-        listener: UnixListener,
-        path: PathBuf,
-        file_id: Option<(u64, u64)>,
-    },
+    Unix { listener: UnixListener, path: PathBuf, file_id: Option<(u64, u64)> },
     Tcp(TcpListener),
 }
 
 /// Device and inode of a file, to recognise "our" socket file.
 fn file_id(path: &Path) -> Option<(u64, u64)> {
-    std::fs::symlink_metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix {
-            path,
-            file_id: Some(id),
-            ..
-        } = self
-        {
+        if let Listener::Unix { path, file_id: Some(id), .. } = self {
             if file_id(path) == Some(*id) {
                 let _ = std::fs::remove_file(path);
             }
@@ -129,14 +118,7 @@ impl Listener {
                 remove_stale_socket(path)?;
                 let listener = UnixListener::bind(path)?;
                 let file_id = file_id(path);
-                Ok((
-                    Listener::Unix {
-                        listener,
-                        path: path.clone(),
-                        file_id,
-                    },
-                    addr.clone(),
-                ))
+                Ok((Listener::Unix { listener, path: path.clone(), file_id }, addr.clone()))
             }
             BoundAddress::Tcp(a) => {
                 // std sets SO_REUSEADDR, so a restart can rebind the same port at once.
@@ -175,10 +157,9 @@ impl Listener {
 pub(crate) fn remove_stale_socket(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a socket", path.display()),
-        )),
+        Ok(_) => {
+            Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists and is not a socket", path.display())))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }

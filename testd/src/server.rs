@@ -1,9 +1,9 @@
 //! Thread plumbing shared by the daemon and [`crate::ServiceServer`]: an accept loop that
 //! can be stopped, and a set of connection threads that can all be woken and joined.
 
-use rustix::event::{PollFd, PollFlags, Timespec};
 use crate::net::{Listener, Stream};
 use parking_lot::Mutex;
+use rustix::event::{PollFd, PollFlags, Timespec};
 use std::collections::HashMap;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,12 +52,10 @@ impl ConnectionSet {
         inner.streams.insert(id, clone);
         inner.threads.retain(|t| !t.is_finished());
         let set = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name(format!("testd-conn-{id}"))
-            .spawn(move || {
-                serve(id, stream);
-                set.forget(id);
-            });
+        let spawned = std::thread::Builder::new().name(format!("testd-conn-{id}")).spawn(move || {
+            serve(id, stream);
+            set.forget(id);
+        });
         match spawned {
             Ok(t) => {
                 inner.threads.push(t);
@@ -86,10 +84,7 @@ impl ConnectionSet {
         let (streams, threads) = {
             let mut inner = self.inner.lock();
             inner.accepting = false;
-            (
-                std::mem::take(&mut inner.streams),
-                std::mem::take(&mut inner.threads),
-            )
+            (std::mem::take(&mut inner.streams), std::mem::take(&mut inner.threads))
         };
         for s in streams.values() {
             s.shutdown(Shutdown::Both);
@@ -122,29 +117,24 @@ impl AcceptLoop {
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("testd-accept".into())
-            .spawn(move || {
-                // Dropping `listener` at the end closes the listening socket.
-                while !flag.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok(stream) => on_accept(stream),
-                        // WouldBlock: wait for the next client (or the stop flag). EMFILE
-                        // and friends: the same wait keeps us from spinning.
-                        Err(_) => {
-                            let mut fds = [PollFd::new(&listener, PollFlags::IN)];
-                            let timeout = Timespec::try_from(ACCEPT_POLL).expect("small duration");
-                            if rustix::event::poll(&mut fds, Some(&timeout)).is_err() {
-                                std::thread::sleep(ACCEPT_POLL);
-                            }
+        let thread = std::thread::Builder::new().name("testd-accept".into()).spawn(move || {
+            // Dropping `listener` at the end closes the listening socket.
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok(stream) => on_accept(stream),
+                    // WouldBlock: wait for the next client (or the stop flag). EMFILE
+                    // and friends: the same wait keeps us from spinning.
+                    Err(_) => {
+                        let mut fds = [PollFd::new(&listener, PollFlags::IN)];
+                        let timeout = Timespec::try_from(ACCEPT_POLL).expect("small duration");
+                        if rustix::event::poll(&mut fds, Some(&timeout)).is_err() {
+                            std::thread::sleep(ACCEPT_POLL);
                         }
                     }
                 }
-            })?;
-        Ok(AcceptLoop {
-            stop,
-            thread: Some(thread),
-        })
+            }
+        })?;
+        Ok(AcceptLoop { stop, thread: Some(thread) })
     }
 
     /// Stops accepting and closes the listening socket (before returning).

@@ -150,23 +150,21 @@ fn source(stream: &mut Stream, n: u64, counters: &Counters) -> io::Result<()> {
 fn echo(mut stream: Stream, counters: &Counters) -> io::Result<()> {
     let mut reader = stream.try_clone()?;
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    let reader_thread = std::thread::Builder::new()
-        .name("testd-echo-rx".into())
-        .spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if tx.send(buf[..n].to_vec()).is_err() {
-                            break;
-                        }
+    let reader_thread = std::thread::Builder::new().name("testd-echo-rx".into()).spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
             }
-        })?;
+        }
+    })?;
     let mut result = Ok(());
     for chunk in rx.iter() {
         counters.add_received(chunk.len());
@@ -201,15 +199,9 @@ impl ServiceServer {
     }
 
     /// Like [`ServiceServer::start`], with `device` providing lockdownd's values.
-    pub fn start_for_device(
-        addr: SocketAddr,
-        service: Service,
-        device: TestDevice,
-    ) -> io::Result<ServiceServer> {
+    pub fn start_for_device(addr: SocketAddr, service: Service, device: TestDevice) -> io::Result<ServiceServer> {
         let (listener, bound) = Listener::bind(&BoundAddress::Tcp(addr))?;
-        let BoundAddress::Tcp(real) = bound else {
-            unreachable!("TCP bind gives a TCP address")
-        };
+        let BoundAddress::Tcp(real) = bound else { unreachable!("TCP bind gives a TCP address") };
         let connections = Arc::new(ConnectionSet::default());
         connections.open();
         let counters = Arc::new(Counters::default());
@@ -218,12 +210,7 @@ impl ServiceServer {
             let (service, device, c) = (service.clone(), device.clone(), Arc::clone(&c));
             set.spawn(stream, move |_, stream| run(&service, stream, &device, &c));
         })?;
-        Ok(ServiceServer {
-            addr: real,
-            accept: Some(accept),
-            connections,
-            counters,
-        })
+        Ok(ServiceServer { addr: real, accept: Some(accept), connections, counters })
     }
 
     /// The bound address (with the real port).
@@ -276,10 +263,7 @@ mod tests {
         assert!(back == data);
         drop(c);
         let stats = server.stats();
-        assert_eq!(
-            (stats.connections, stats.bytes_received, stats.bytes_sent),
-            (1, 4 << 20, 4 << 20)
-        );
+        assert_eq!((stats.connections, stats.bytes_received, stats.bytes_sent), (1, 4 << 20, 4 << 20));
     }
 
     #[test]

@@ -16,8 +16,8 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::sync::Arc;
 use usbmuxd::proto::{
-    attached_dict, device_event_dict, encode_binary_device_add, encode_binary_device_event,
-    encode_plist_message, msgtype, ConnectionType, VERSION_PLIST,
+    attached_dict, device_event_dict, encode_binary_device_add, encode_binary_device_event, encode_plist_message,
+    msgtype, ConnectionType, VERSION_PLIST,
 };
 use usbmuxd::usb::pairing::PairStore;
 
@@ -42,9 +42,7 @@ impl Event<'_> {
                     encode_binary_device_add(&dev.record(), dev.location)
                 }
             }
-            Event::Remove(id) if plist => {
-                encode_plist_message(0, &device_event_dict("Detached", id))
-            }
+            Event::Remove(id) if plist => encode_plist_message(0, &device_event_dict("Detached", id)),
             Event::Remove(id) => encode_binary_device_event(msgtype::DEVICE_REMOVE, id),
             Event::Paired(id) if plist => encode_plist_message(0, &device_event_dict("Paired", id)),
             Event::Paired(id) => encode_binary_device_event(msgtype::DEVICE_PAIRED, id),
@@ -90,9 +88,7 @@ impl State {
     /// Adds a device (no event), giving it a handle if it has none and a location if it
     /// is a USB device without one. Returns the device as stored.
     pub fn add_device(&mut self, mut device: TestDevice) -> Result<&TestDevice, ControlError> {
-        let handle = self
-            .assign_handle(device.handle)
-            .ok_or(ControlError::HandleInUse(device.handle))?;
+        let handle = self.assign_handle(device.handle).ok_or(ControlError::HandleInUse(device.handle))?;
         device.handle = handle;
         if device.connection == ConnectionType::Usb && device.location == 0 {
             device.location = 0x0001_0000 | (handle & 0xffff);
@@ -128,12 +124,7 @@ impl State {
         self.listeners
             .iter()
             .map(|(id, l)| {
-                let prog = l
-                    .info
-                    .get("ProgName")
-                    .and_then(Value::as_string)
-                    .unwrap_or("unknown")
-                    .to_string();
+                let prog = l.info.get("ProgName").and_then(Value::as_string).unwrap_or("unknown").to_string();
                 let mut d = Dictionary::new();
                 d.insert("Blacklisted".into(), false.into());
                 if let Some(b) = l.info.get("BundleID") {
@@ -142,11 +133,7 @@ impl State {
                 d.insert("ConnType".into(), Value::Integer(0u64.into()));
                 d.insert("ID String".into(), format!("{id}-{prog}").into());
                 d.insert("ProgName".into(), prog.into());
-                let v = l
-                    .info
-                    .get("kLibUSBMuxVersion")
-                    .and_then(Value::as_unsigned_integer)
-                    .unwrap_or(0);
+                let v = l.info.get("kLibUSBMuxVersion").and_then(Value::as_unsigned_integer).unwrap_or(0);
                 d.insert("kLibUSBMuxVersion".into(), Value::Integer(v.into()));
                 Value::Dictionary(d)
             })

@@ -21,27 +21,13 @@ struct Testd {
 
 impl Testd {
     fn spawn(args: &[&str]) -> Testd {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Command::new(BIN).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        let address = line
-            .trim_end()
-            .strip_prefix("READY ")
-            .unwrap_or_else(|| panic!("got {line:?}"))
-            .to_string();
-        Testd {
-            child,
-            stdin,
-            stdout,
-            address,
-        }
+        let address = line.trim_end().strip_prefix("READY ").unwrap_or_else(|| panic!("got {line:?}")).to_string();
+        Testd { child, stdin, stdout, address }
     }
 
     /// Sends a command; returns all reply lines (the last is OK… or ERR…).
@@ -52,10 +38,7 @@ impl Testd {
         let mut lines = Vec::new();
         loop {
             let mut l = String::new();
-            assert!(
-                self.stdout.read_line(&mut l).unwrap() > 0,
-                "EOF after {lines:?}"
-            );
+            assert!(self.stdout.read_line(&mut l).unwrap() > 0, "EOF after {lines:?}");
             let l = l.trim_end().to_string();
             let done = l == "OK" || l.starts_with("OK ") || l.starts_with("ERR ");
             lines.push(l);
@@ -102,9 +85,7 @@ fn socket_path(name: &str) -> PathBuf {
 fn client(path: &std::path::Path) -> Client {
     let s = std::os::unix::net::UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
-    Client {
-        conn: common::Conn::Unix(s),
-    }
+    Client { conn: common::Conn::Unix(s) }
 }
 
 #[test]
@@ -121,18 +102,10 @@ fn help_and_bad_arguments() {
 #[test]
 fn control_commands_drive_events_and_misbehaviour() {
     let path = socket_path("control");
-    let mut t = Testd::spawn(&[
-        "--socket",
-        path.to_str().unwrap(),
-        "--usb",
-        &format!("{UDID},3"),
-    ]);
+    let mut t = Testd::spawn(&["--socket", path.to_str().unwrap(), "--usb", &format!("{UDID},3")]);
     assert_eq!(t.address, format!("UNIX:{}", path.display()));
     let devices = t.cmd("devices");
-    assert!(
-        devices[0].starts_with(&format!("DEVICE handle=3 udid={UDID} type=USB")),
-        "{devices:?}"
-    );
+    assert!(devices[0].starts_with(&format!("DEVICE handle=3 udid={UDID} type=USB")), "{devices:?}");
 
     let mut listener = client(&path);
     listener.plist(&Request::Listen, 1);
@@ -142,16 +115,11 @@ fn control_commands_drive_events_and_misbehaviour() {
 
     assert_eq!(t.ok("attach NEWDEVICE,9,0x12ab"), "9");
     match listener.read_msg().1 {
-        DaemonMessage::DeviceAdd(r) => assert_eq!(
-            (r.handle, r.product_id, r.udid.as_str()),
-            (9, 0x12ab, "NEWDEVICE")
-        ),
+        DaemonMessage::DeviceAdd(r) => assert_eq!((r.handle, r.product_id, r.udid.as_str()), (9, 0x12ab, "NEWDEVICE")),
         other => panic!("{other:?}"),
     }
     assert_eq!(t.ok("attach-network NET1,10.0.0.2"), "10");
-    assert!(
-        matches!(listener.read_msg().1, DaemonMessage::DeviceAdd(r) if r.network_address[4..8] == [10, 0, 0, 2])
-    );
+    assert!(matches!(listener.read_msg().1, DaemonMessage::DeviceAdd(r) if r.network_address[4..8] == [10, 0, 0, 2]));
     t.ok("paired 9");
     assert_eq!(listener.read_msg().1, DaemonMessage::DevicePaired(9));
     t.ok("detach 9");
@@ -165,23 +133,11 @@ fn control_commands_drive_events_and_misbehaviour() {
     t.ok("misbehave connect-result 3 on connect times 2");
     for _ in 0..2 {
         let mut c = client(&path);
-        c.plist(
-            &Request::Connect {
-                device_id: 3,
-                port: 7,
-            },
-            1,
-        );
+        c.plist(&Request::Connect { device_id: 3, port: 7 }, 1);
         assert_eq!(c.read_result(), 3);
     }
     let mut c = client(&path);
-    c.plist(
-        &Request::Connect {
-            device_id: 3,
-            port: 7,
-        },
-        1,
-    );
+    c.plist(&Request::Connect { device_id: 3, port: 7 }, 1);
     assert_eq!(c.read_result(), 0);
     c.send(b"hi");
     assert_eq!(c.read_exact(2), b"hi");
@@ -198,14 +154,9 @@ fn control_commands_drive_events_and_misbehaviour() {
     // The request log.
     let log = t.cmd("log");
     assert_eq!(log.last().unwrap(), "OK 4");
+    assert!(log[0].starts_with("LOG client=1 version=1 tag=1 type=Listen ProgName=\"testd-tests\""), "{log:?}");
     assert!(
-        log[0].starts_with("LOG client=1 version=1 tag=1 type=Listen ProgName=\"testd-tests\""),
-        "{log:?}"
-    );
-    assert!(
-        log[1].contains("type=Connect")
-            && log[1].contains("PortNumber=1792")
-            && log[1].contains("port=7"),
+        log[1].contains("type=Connect") && log[1].contains("PortNumber=1792") && log[1].contains("port=7"),
         "{log:?}"
     );
     t.ok("log-clear");
@@ -223,9 +174,7 @@ fn control_commands_drive_events_and_misbehaviour() {
     t.ok("start");
     let mut c = client(&path);
     c.plist(&Request::ListDevices, 1);
-    let list = usbmuxd::proto::decode_device_list(&c.read_dict())
-        .unwrap()
-        .unwrap();
+    let list = usbmuxd::proto::decode_device_list(&c.read_dict()).unwrap().unwrap();
     assert_eq!(list.iter().map(|r| r.handle).collect::<Vec<_>>(), [3, 10]);
 
     t.ok("quit");
@@ -236,42 +185,17 @@ fn control_commands_drive_events_and_misbehaviour() {
 
 #[test]
 fn eof_on_stdin_quits_and_tcp_reports_the_port() {
-    let mut t = Testd::spawn(&[
-        "--tcp",
-        "127.0.0.1:0",
-        "--binary-only",
-        "--no-default-services",
-        "--service",
-        "99=echo",
-    ]);
-    let port: u16 = t
-        .address
-        .strip_prefix("127.0.0.1:")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let mut t =
+        Testd::spawn(&["--tcp", "127.0.0.1:0", "--binary-only", "--no-default-services", "--service", "99=echo"]);
+    let port: u16 = t.address.strip_prefix("127.0.0.1:").unwrap().parse().unwrap();
     assert_ne!(port, 0);
     t.ok("attach A");
-    let mut c = Client {
-        conn: common::Conn::Tcp(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()),
-    };
+    let mut c = Client { conn: common::Conn::Tcp(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()) };
     c.plist(&Request::ListDevices, 1);
     assert_eq!(c.read_result(), 6);
-    c.binary(
-        &Request::Connect {
-            device_id: 1,
-            port: 7,
-        },
-        2,
-    );
+    c.binary(&Request::Connect { device_id: 1, port: 7 }, 2);
     assert_eq!(c.read_result(), 3);
-    c.binary(
-        &Request::Connect {
-            device_id: 1,
-            port: 99,
-        },
-        3,
-    );
+    c.binary(&Request::Connect { device_id: 1, port: 99 }, 3);
     assert_eq!(c.read_result(), 0);
     drop(t.stdin.take());
     assert!(t.wait_exit().success());
@@ -280,11 +204,7 @@ fn eof_on_stdin_quits_and_tcp_reports_the_port() {
 
 #[test]
 fn idevice_id_sees_devices_attached_at_run_time() {
-    let Some(idevice_id) = ["/usr/bin/idevice_id"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-    else {
+    let Some(idevice_id) = ["/usr/bin/idevice_id"].iter().map(PathBuf::from).find(|p| p.is_file()) else {
         eprintln!("SKIP: idevice_id is not installed");
         return;
     };
@@ -312,9 +232,7 @@ fn idevice_id_sees_devices_attached_at_run_time() {
 fn default_services_match_the_usage_text() {
     let d = TestDaemon::start(DaemonConfig::new()).unwrap();
     drop(d);
-    assert!(
-        usbmuxd_testd::cli::USAGE.contains("62078 lockdownd, 7 echo, 9 sink, 19 source:1048576")
-    );
+    assert!(usbmuxd_testd::cli::USAGE.contains("62078 lockdownd, 7 echo, 9 sink, 19 source:1048576"));
     let ports: Vec<u16> = usbmuxd_testd::default_services().keys().copied().collect();
     assert_eq!(ports, [7, 9, 19, 62078]);
 }

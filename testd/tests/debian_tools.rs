@@ -14,10 +14,7 @@ use usbmuxd_testd::*;
 
 fn tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 macro_rules! require {
@@ -25,7 +22,10 @@ macro_rules! require {
         match tool($name) {
             Some(p) => p,
             None => {
-                eprintln!("SKIP: {} is not installed (Debian package libimobiledevice-utils / libusbmuxd-tools)", $name);
+                eprintln!(
+                    "SKIP: {} is not installed (Debian package libimobiledevice-utils / libusbmuxd-tools)",
+                    $name
+                );
                 return;
             }
         }
@@ -40,12 +40,7 @@ fn command(path: &PathBuf, d: &TestDaemon) -> Command {
 
 /// Runs to completion, killing the program if it takes longer than 20 s.
 fn run(mut cmd: Command) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -72,22 +67,13 @@ impl Drop for Reaper {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Starts iproxy with `options` and `LOCAL:device_port` on a free local port, and connects
 /// to that port once iproxy listens (read timeout [`TIMEOUT`]). Dropping the [`Reaper`]
 /// kills iproxy.
-fn start_iproxy(
-    iproxy: &PathBuf,
-    d: &TestDaemon,
-    options: &[&str],
-    device_port: u16,
-) -> (Reaper, TcpStream) {
+fn start_iproxy(iproxy: &PathBuf, d: &TestDaemon, options: &[&str], device_port: u16) -> (Reaper, TcpStream) {
     let port = free_port();
     let child = command(iproxy, d)
         .args(options)
@@ -111,14 +97,11 @@ fn start_iproxy(
 }
 
 fn devices() -> DaemonConfig {
-    DaemonConfig::new()
-        .device(TestDevice::usb(3, UDID))
-        .device(TestDevice::usb(5, UDID2))
-        .device(TestDevice::network(
-            7,
-            "00008030-0000111122223333",
-            Ipv4Addr::LOCALHOST,
-        ))
+    DaemonConfig::new().device(TestDevice::usb(3, UDID)).device(TestDevice::usb(5, UDID2)).device(TestDevice::network(
+        7,
+        "00008030-0000111122223333",
+        Ipv4Addr::LOCALHOST,
+    ))
 }
 
 #[test]
@@ -141,10 +124,7 @@ fn idevice_id_lists_usb_and_network_devices() {
     let first = &d.requests()[0];
     assert_eq!(first.message_type(), "ListDevices");
     assert_eq!(first.prog_name(), Some("idevice_id"));
-    assert_eq!(
-        first.string("ClientVersionString"),
-        Some("libusbmuxd 2.0.2")
-    );
+    assert_eq!(first.string("ClientVersionString"), Some("libusbmuxd 2.0.2"));
     assert_eq!(first.integer("kLibUSBMuxVersion"), Some(3));
     assert_eq!((first.version(), first.tag()), (1, 1));
 }
@@ -152,11 +132,8 @@ fn idevice_id_lists_usb_and_network_devices() {
 #[test]
 fn idevice_id_over_tcp() {
     let idevice_id = require!("idevice_id");
-    let d = TestDaemon::start(DaemonConfig {
-        listen: Listen::Tcp("127.0.0.1:0".parse().unwrap()),
-        ..devices()
-    })
-    .unwrap();
+    let d =
+        TestDaemon::start(DaemonConfig { listen: Listen::Tcp("127.0.0.1:0".parse().unwrap()), ..devices() }).unwrap();
     let out = run({
         let mut c = command(&idevice_id, &d);
         c.arg("-l");
@@ -192,18 +169,11 @@ fn binary_only_daemon_makes_libusbmuxd_fall_back_to_version_0() {
         c.arg("-l");
         c
     });
-    eprintln!(
-        "idevice_id -l against a binary-only daemon: {:?}, stdout {:?}",
-        out.status,
-        stdout(&out)
-    );
+    eprintln!("idevice_id -l against a binary-only daemon: {:?}, stdout {:?}", out.status, stdout(&out));
     let log = d.requests();
     assert_eq!(log[0].message_type(), "ListDevices");
     assert_eq!(log[0].version(), 1);
-    let listen = log
-        .iter()
-        .find(|r| r.message_type() == "LISTEN")
-        .expect("binary LISTEN after BADVERSION");
+    let listen = log.iter().find(|r| r.message_type() == "LISTEN").expect("binary LISTEN after BADVERSION");
     assert_eq!(listen.version(), 0);
     assert!(listen.dict.is_none());
 }
@@ -212,8 +182,7 @@ fn binary_only_daemon_makes_libusbmuxd_fall_back_to_version_0() {
 fn ideviceinfo_reads_values_from_lockdownd() {
     let ideviceinfo = require!("ideviceinfo");
     let d = TestDaemon::start(
-        DaemonConfig::new()
-            .device(TestDevice::usb(3, UDID).with_lockdown_value("DeviceName", "Unit Test Phone")),
+        DaemonConfig::new().device(TestDevice::usb(3, UDID).with_lockdown_value("DeviceName", "Unit Test Phone")),
     )
     .unwrap();
     let out = run({
@@ -230,16 +199,9 @@ fn ideviceinfo_reads_values_from_lockdownd() {
         "ProductVersion: 15.8".into(),
         "DeviceClass: iPhone".into(),
     ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "{line:?} missing from:\n{text}"
-        );
+        assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
     }
-    let connect = d
-        .requests()
-        .into_iter()
-        .find(|r| r.message_type() == "Connect")
-        .unwrap();
+    let connect = d.requests().into_iter().find(|r| r.message_type() == "Connect").unwrap();
     assert_eq!(connect.integer("PortNumber"), Some(32498));
     assert_eq!(connect.integer("DeviceID"), Some(3));
     assert_eq!(connect.prog_name(), Some("ideviceinfo"));
@@ -289,15 +251,8 @@ fn iproxy_relays_to_the_echo_service() {
     writer.join().unwrap();
     assert!(got == expect);
 
-    let connect = d
-        .requests()
-        .into_iter()
-        .find(|r| r.message_type() == "Connect")
-        .unwrap();
-    assert_eq!(
-        connect.integer("PortNumber"),
-        Some((ECHO_PORT.swap_bytes()) as u64)
-    );
+    let connect = d.requests().into_iter().find(|r| r.message_type() == "Connect").unwrap();
+    assert_eq!(connect.integer("PortNumber"), Some((ECHO_PORT.swap_bytes()) as u64));
     assert_eq!(connect.integer("DeviceID"), Some(3));
     assert_eq!(connect.prog_name(), Some("iproxy"));
 }

@@ -93,7 +93,11 @@ pub(crate) fn long_options(with_source: bool) -> Vec<LongOption> {
 pub enum Outcome<T> {
     Run(T),
     /// Print and exit without running.
-    Exit { stdout: String, stderr: String, code: i32 },
+    Exit {
+        stdout: String,
+        stderr: String,
+        code: i32,
+    },
 }
 
 fn exit_out<T>(stdout: String) -> Outcome<T> {
@@ -304,7 +308,10 @@ mod tests {
         assert_eq!(exit(iproxy(&["0:22"])).2, 22);
         let many: Vec<String> = (1..=17).map(|i| format!("{i}:{i}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        assert_eq!(exit(iproxy(&many)), (String::new(), "ERROR: Too many LOCAL:DEVICE port pairs. Maximum is 16.\n".into(), 1));
+        assert_eq!(
+            exit(iproxy(&many)),
+            (String::new(), "ERROR: Too many LOCAL:DEVICE port pairs. Maximum is 16.\n".into(), 1)
+        );
         assert_eq!(run(iproxy(&many[..16])).pairs.len(), 16);
     }
 
@@ -318,7 +325,10 @@ mod tests {
         assert_eq!(c.lookup, LookupOptions { usb: true, network: true, prefer_network: false });
         assert_eq!(run(iproxy(&["1", "2"])).pairs, vec![PortPair { local: 1, device: 2 }]);
         assert_eq!(run(iproxy(&["1:2"])).lookup, LookupOptions::USB);
-        assert_eq!(run(iproxy(&["-n", "1:2"])).lookup, LookupOptions { usb: false, network: true, prefer_network: false });
+        assert_eq!(
+            run(iproxy(&["-n", "1:2"])).lookup,
+            LookupOptions { usb: false, network: true, prefer_network: false }
+        );
         assert_eq!(run(iproxy(&["-l", "1:2"])).lookup, LookupOptions::USB);
         assert_eq!(run(iproxy(&["--", "1:2"])).pairs.len(), 1);
     }
@@ -326,7 +336,9 @@ mod tests {
     #[test]
     fn inetcat_command_line() {
         let p = |args: &[&str]| {
-            parse_inetcat(&std::iter::once("inetcat").chain(args.iter().copied()).map(str::to_string).collect::<Vec<_>>())
+            parse_inetcat(
+                &std::iter::once("inetcat").chain(args.iter().copied()).map(str::to_string).collect::<Vec<_>>(),
+            )
         };
         let port = |args: &[&str]| match p(args) {
             Outcome::Run(c) => c.port,
@@ -339,7 +351,10 @@ mod tests {
         assert_eq!(port(&["-u", "X", "-n", "1234"]), 1234);
         assert_eq!(port(&["65536"]), 0, "checked before the truncation");
         for bad in [&["abc"][..], &["0"], &["--", "-0"]] {
-            assert_eq!(p(bad), Outcome::Exit { stdout: String::new(), stderr: "Invalid device_port specified!\n".into(), code: 234 });
+            assert_eq!(
+                p(bad),
+                Outcome::Exit { stdout: String::new(), stderr: "Invalid device_port specified!\n".into(), code: 234 }
+            );
         }
         match p(&[]) {
             Outcome::Exit { stdout, stderr, code } => {

@@ -93,7 +93,10 @@ impl<'a> Getopt<'a> {
                     [] => return Item::Error(format!("{}: unrecognized option '--{body}'", self.prog)),
                     many => {
                         let list: String = many.iter().map(|o| format!(" '--{}'", o.name)).collect();
-                        return Item::Error(format!("{}: option '--{name}' is ambiguous; possibilities:{list}", self.prog));
+                        return Item::Error(format!(
+                            "{}: option '--{name}' is ambiguous; possibilities:{list}",
+                            self.prog
+                        ));
                     }
                 }
             }
@@ -105,7 +108,9 @@ impl<'a> Getopt<'a> {
                 Item::Opt(opt.short, Some(self.args[self.next - 1].clone()))
             }
             (true, None) => Item::Error(format!("{}: option '--{}' requires an argument", self.prog, opt.name)),
-            (false, Some(_)) => Item::Error(format!("{}: option '--{}' doesn't allow an argument", self.prog, opt.name)),
+            (false, Some(_)) => {
+                Item::Error(format!("{}: option '--{}' doesn't allow an argument", self.prog, opt.name))
+            }
             (false, None) => Item::Opt(opt.short, None),
         }
     }
@@ -224,7 +229,8 @@ mod tests {
 
     #[test]
     fn posix_mode_stops_at_the_first_operand() {
-        let mut g = Getopt::new("p", ["-n", "1:2", "-d"].iter().map(|s| s.to_string()).collect(), "dn", &[]).posix(true);
+        let mut g =
+            Getopt::new("p", ["-n", "1:2", "-d"].iter().map(|s| s.to_string()).collect(), "dn", &[]).posix(true);
         let items: Vec<Item> = g.by_ref().collect();
         assert_eq!(items, vec![opt('n', None)]);
         assert_eq!(g.operands(), ["1:2", "-d"]);

@@ -93,10 +93,7 @@ mod tests {
         v6.extend_from_slice(&"2001:db8::5".parse::<Ipv6Addr>().unwrap().octets());
         v6.extend_from_slice(&7u32.to_ne_bytes());
         assert_eq!(decode(&v6), Ok(DeviceAddress { ip: "2001:db8::5".parse().unwrap(), scope_id: 7 }));
-        assert_eq!(
-            candidates(&decode(&v6).unwrap(), 22),
-            vec!["[2001:db8::5%7]:22".parse::<SocketAddr>().unwrap()]
-        );
+        assert_eq!(candidates(&decode(&v6).unwrap(), 22), vec!["[2001:db8::5%7]:22".parse::<SocketAddr>().unwrap()]);
         assert_eq!(decode(&[16, 0x0a, 0, 0]), Err(0x0a), "Linux AF_INET6 is not Darwin's");
         assert_eq!(decode(&[]), Err(0));
         assert_eq!(decode(&[16, 2, 0, 0, 10]), Ok(DeviceAddress { ip: "10.0.0.0".parse().unwrap(), scope_id: 0 }));

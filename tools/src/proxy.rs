@@ -20,11 +20,11 @@ use crate::sys;
 use rustix::buffer::spare_capacity;
 use rustix::event::{epoll, eventfd, EventfdFlags};
 use rustix::io::Errno;
-use rustix::pipe::{splice, SpliceFlags};
 use rustix::net::{
     accept_with, bind, ipproto, listen, recv, send, shutdown, socket_with, sockopt, AddressFamily, RecvFlags,
     SendFlags, Shutdown, SocketFlags, SocketType,
 };
+use rustix::pipe::{splice, SpliceFlags};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -60,12 +60,7 @@ fn conn_token(slot: usize, side: usize) -> u64 {
 
 fn listen_on(addr: SocketAddr) -> io::Result<OwnedFd> {
     let family = if addr.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
-    let fd = socket_with(
-        family,
-        SocketType::STREAM,
-        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-        Some(ipproto::TCP),
-    )?;
+    let fd = socket_with(family, SocketType::STREAM, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC, Some(ipproto::TCP))?;
     sockopt::set_socket_reuseaddr(&fd, true)?;
     if addr.is_ipv6() {
         sockopt::set_ipv6_v6only(&fd, true)?;
@@ -84,8 +79,9 @@ pub fn listen_sockets(port: u16, source: Option<&str>) -> io::Result<Vec<OwnedFd
             let v4 = listen_on(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port))?;
             match listen_on(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port)) {
                 Ok(v6) => Ok(vec![v4, v6]),
-                Err(e) if e.raw_os_error() == Some(Errno::ADDRNOTAVAIL.raw_os_error())
-                    || e.raw_os_error() == Some(Errno::AFNOSUPPORT.raw_os_error()) =>
+                Err(e)
+                    if e.raw_os_error() == Some(Errno::ADDRNOTAVAIL.raw_os_error())
+                        || e.raw_os_error() == Some(Errno::AFNOSUPPORT.raw_os_error()) =>
                 {
                     Ok(vec![v4])
                 }
@@ -154,7 +150,8 @@ impl Pools {
         if let Some(p) = self.spare_pipes.pop() {
             return Some(p);
         }
-        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK).ok()?;
+        let (r, w) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK).ok()?;
         let size = rustix::pipe::fcntl_setpipe_size(&w, PIPE_SIZE)
             .or_else(|_| rustix::pipe::fcntl_getpipe_size(&w))
             .unwrap_or(65536);
@@ -380,9 +377,7 @@ impl Setup {
         q.jobs.push_back(job);
         if q.jobs.len() > q.idle && q.threads < MAX_SETUP_THREADS {
             let me = Arc::clone(self);
-            let spawned = std::thread::Builder::new()
-                .name("iproxy-setup".into())
-                .spawn(move || me.work());
+            let spawned = std::thread::Builder::new().name("iproxy-setup".into()).spawn(move || me.work());
             match spawned {
                 Ok(_) => q.threads += 1,
                 Err(e) if q.threads == 0 => {
@@ -531,7 +526,9 @@ impl Proxy {
             } else {
                 self.accept_paused_until.map(|t| t.saturating_duration_since(Instant::now()))
             };
-            let timeout = timeout.map(|d| rustix::event::Timespec::try_from(d).unwrap_or(rustix::event::Timespec { tv_sec: i64::MAX, tv_nsec: 0 }));
+            let timeout = timeout.map(|d| {
+                rustix::event::Timespec::try_from(d).unwrap_or(rustix::event::Timespec { tv_sec: i64::MAX, tv_nsec: 0 })
+            });
             events.clear();
             match epoll::wait(&self.ep, spare_capacity(&mut events), timeout.as_ref()) {
                 Ok(_) => {}
@@ -617,7 +614,12 @@ impl Proxy {
     /// listener that stays readable.
     fn pause_accepting(&mut self) {
         for (i, l) in self.listeners.iter().enumerate() {
-            let _ = epoll::modify(&self.ep, &l.fd, epoll::EventData::new_u64(LISTENER_BIT | i as u64), epoll::EventFlags::empty());
+            let _ = epoll::modify(
+                &self.ep,
+                &l.fd,
+                epoll::EventData::new_u64(LISTENER_BIT | i as u64),
+                epoll::EventFlags::empty(),
+            );
         }
         self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
     }
@@ -625,7 +627,12 @@ impl Proxy {
     fn resume_accepting(&mut self) {
         self.accept_paused_until = None;
         for (i, l) in self.listeners.iter().enumerate() {
-            let _ = epoll::modify(&self.ep, &l.fd, epoll::EventData::new_u64(LISTENER_BIT | i as u64), epoll::EventFlags::IN);
+            let _ = epoll::modify(
+                &self.ep,
+                &l.fd,
+                epoll::EventData::new_u64(LISTENER_BIT | i as u64),
+                epoll::EventFlags::IN,
+            );
         }
     }
 
@@ -660,7 +667,8 @@ impl Proxy {
                 continue;
             };
             let Some(c) = self.conns[f.slot].as_mut() else { continue };
-            let flags = epoll::EventFlags::IN | epoll::EventFlags::OUT | epoll::EventFlags::RDHUP | epoll::EventFlags::ET;
+            let flags =
+                epoll::EventFlags::IN | epoll::EventFlags::OUT | epoll::EventFlags::RDHUP | epoll::EventFlags::ET;
             let ok = epoll::add(&self.ep, &c.client, epoll::EventData::new_u64(conn_token(f.slot, 0)), flags).is_ok()
                 && epoll::add(&self.ep, &socket, epoll::EventData::new_u64(conn_token(f.slot, 1)), flags).is_ok();
             // Splicing out of a UNIX socket costs more CPU than copying (measured with

@@ -27,12 +27,8 @@ fn stdin_to_device_and_back_then_eof() {
     let (code, out, _) = run(INETCAT, &["-u", UDID, "--local", "7"], &addr, b"hello");
     assert_eq!((code, out.as_slice()), (0, &b"hello"[..]));
     // The source sends 1 MiB and closes: stdin at EOF from the start (/dev/null) works.
-    let out = Command::new(INETCAT)
-        .arg("19")
-        .env("USBMUXD_SOCKET_ADDRESS", &addr)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out =
+        Command::new(INETCAT).arg("19").env("USBMUXD_SOCKET_ADDRESS", &addr).stdin(Stdio::null()).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout == usbmuxd_testd::source_bytes(1 << 20));
     // Into a sink: every byte arrives.
@@ -115,7 +111,8 @@ fn command_line() {
         (&["-h"], 0, "Usage: inetcat [OPTIONS] DEVICE_PORT\n", ""),
     ];
     for (args, code, out_prefix, err_prefix) in cases {
-        let out = Command::new(INETCAT).args(*args).env("USBMUXD_SOCKET_ADDRESS", "UNIX:/nonexistent").output().unwrap();
+        let out =
+            Command::new(INETCAT).args(*args).env("USBMUXD_SOCKET_ADDRESS", "UNIX:/nonexistent").output().unwrap();
         let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert_eq!(out.status.code(), Some(*code), "{args:?}: {se}");
         assert!(so.starts_with(out_prefix), "{args:?}: stdout {so:?}");

@@ -77,7 +77,13 @@ fn parallel_clients_and_a_slow_reader() {
                 let mut s = connect(("127.0.0.1", port));
                 let data = pattern(256 << 10, 100 + i);
                 let back = echo(&mut s, &data);
-                assert!(back == data, "client {i}: {} of {} bytes, equal prefix: {}", back.len(), data.len(), data.starts_with(&back));
+                assert!(
+                    back == data,
+                    "client {i}: {} of {} bytes, equal prefix: {}",
+                    back.len(),
+                    data.len(),
+                    data.starts_with(&back)
+                );
             })
         })
         .collect();
@@ -221,7 +227,9 @@ fn network_devices_are_reached_directly() {
     let device_port = server.port().to_string();
     let p = Iproxy::start(&addr, &["-n", &format!("PORT:{device_port}")]);
     check_echo(&p, "127.0.0.1", 1 << 20, 11);
-    p.stdout.wait_for(&format!("Requesting connection to NETWORK device 127.0.0.1 (serial: {net_udid}), port {device_port}"));
+    p.stdout.wait_for(&format!(
+        "Requesting connection to NETWORK device 127.0.0.1 (serial: {net_udid}), port {device_port}"
+    ));
     assert_eq!(server.stats().connections, 1);
     assert!(d.requests().iter().all(|r| r.message_type() == "ListDevices"), "no Connect through the daemon");
     drop(p);
@@ -237,15 +245,22 @@ fn network_devices_are_reached_directly() {
 
     if have_ipv6() {
         let server6 = ServiceServer::start(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 0), Service::Echo).unwrap();
-        let dev6 = TestDevice::network(13, "v6-device", Ipv4Addr::LOCALHOST)
-            .with_network_address(darwin_sockaddr_in6(Ipv6Addr::LOCALHOST, 0, 0));
+        let dev6 = TestDevice::network(13, "v6-device", Ipv4Addr::LOCALHOST).with_network_address(darwin_sockaddr_in6(
+            Ipv6Addr::LOCALHOST,
+            0,
+            0,
+        ));
         let d6 = daemon_with(vec![dev6]);
         let p = Iproxy::start(&d6.usbmuxd_socket_address(), &["--network", &format!("PORT:{}", server6.port())]);
         check_echo(&p, "127.0.0.1", 100_000, 13);
-        p.stdout.wait_for(&format!("Requesting connection to NETWORK device ::1 (serial: v6-device), port {}", server6.port()));
+        p.stdout.wait_for(&format!(
+            "Requesting connection to NETWORK device ::1 (serial: v6-device), port {}",
+            server6.port()
+        ));
     }
     // A family iproxy does not know.
-    let odd = TestDevice::network(14, "odd-device", Ipv4Addr::LOCALHOST).with_network_address(vec![16, 0x0a, 0, 0, 127, 0, 0, 1]);
+    let odd = TestDevice::network(14, "odd-device", Ipv4Addr::LOCALHOST)
+        .with_network_address(vec![16, 0x0a, 0, 0, 127, 0, 0, 1]);
     let d = daemon_with(vec![odd]);
     let p = Iproxy::start(&d.usbmuxd_socket_address(), &["-n", "PORT:7"]);
     expect_closed(p.connect());

@@ -40,11 +40,7 @@ fn help(program: &str) -> (String, Vec<String>, String) {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     let usage = text.lines().next().unwrap().strip_prefix("Usage: ").expect("usage line").to_string();
-    let options = text
-        .lines()
-        .filter(|l| l.starts_with("  -"))
-        .map(|l| l[2..21].trim().to_string())
-        .collect();
+    let options = text.lines().filter(|l| l.starts_with("  -")).map(|l| l[2..21].trim().to_string()).collect();
     (usage, options, text)
 }
 

@@ -424,29 +424,34 @@ impl Driver {
             let len = t.spec.len;
             // A reset (other than a source's end) must be read to its error first.
             let unread_reset = t.reset_event.is_some() && t.spec.kind != Kind::Source;
-            t.complete = t.connected && !unread_reset && match t.spec.kind {
-                Kind::Echo { .. } => t.sent == len && t.got == len,
-                Kind::Source => t.got == len && t.error.is_some(),
-                Kind::Sink | Kind::Record => {
-                    t.sent == len && {
-                        let dev = &self.link.device;
-                        match dev.find_connection(id.0, t.port) {
-                            None => false,
-                            Some(c) if t.spec.kind == Kind::Sink => {
-                                let received = dev.service::<Sink>(c).expect("a sink").received();
-                                assert!(received <= len as u64, "the sink got {received} of {len} bytes");
-                                received == len as u64
-                            }
-                            Some(c) => {
-                                let r = dev.service::<Recorder>(c).expect("a recorder");
-                                assert!(r.bytes.len() <= len, "the recorder got {} of {len} bytes", r.bytes.len());
-                                assert!(t.out.starts_with(&r.bytes), "the recorder's bytes differ from what was sent");
-                                r.bytes.len() == len
+            t.complete = t.connected
+                && !unread_reset
+                && match t.spec.kind {
+                    Kind::Echo { .. } => t.sent == len && t.got == len,
+                    Kind::Source => t.got == len && t.error.is_some(),
+                    Kind::Sink | Kind::Record => {
+                        t.sent == len && {
+                            let dev = &self.link.device;
+                            match dev.find_connection(id.0, t.port) {
+                                None => false,
+                                Some(c) if t.spec.kind == Kind::Sink => {
+                                    let received = dev.service::<Sink>(c).expect("a sink").received();
+                                    assert!(received <= len as u64, "the sink got {received} of {len} bytes");
+                                    received == len as u64
+                                }
+                                Some(c) => {
+                                    let r = dev.service::<Recorder>(c).expect("a recorder");
+                                    assert!(r.bytes.len() <= len, "the recorder got {} of {len} bytes", r.bytes.len());
+                                    assert!(
+                                        t.out.starts_with(&r.bytes),
+                                        "the recorder's bytes differ from what was sent"
+                                    );
+                                    r.bytes.len() == len
+                                }
                             }
                         }
                     }
-                }
-            };
+                };
             let drained_reset = t.error.is_some() && !t.readable;
             if self.close_when_done && (t.complete || drained_reset) {
                 self.link.engine.close(id);
@@ -507,8 +512,11 @@ impl Driver {
                 Some(id) => (self.link.engine.queued_len(id), self.link.engine.readable_len(id)),
                 None => (0, 0),
             };
-            let dev = t.id.and_then(|id| self.link.device.find_connection(id.0, t.port)).and_then(|c| self.link.device.connection(c));
-            let _ = writeln!(
+            let dev =
+                t.id.and_then(|id| self.link.device.find_connection(id.0, t.port))
+                    .and_then(|c| self.link.device.connection(c));
+            let _ =
+                writeln!(
                 s,
                 "  {:?} port {} len {}: sent {} got {} queued {queued} readable {readable} connected {} writable {} \
                  readable-flag {} reset {:?} error {:?} complete {} closed {}\n    device: {dev:?}",
@@ -516,7 +524,12 @@ impl Driver {
                 t.error, t.complete, t.closed
             );
         }
-        let _ = writeln!(s, "  engine timeout {:?}, device timeout {:?}", self.link.engine.poll_timeout(), self.link.device.poll_timeout());
+        let _ = writeln!(
+            s,
+            "  engine timeout {:?}, device timeout {:?}",
+            self.link.engine.poll_timeout(),
+            self.link.device.poll_timeout()
+        );
         s
     }
 }

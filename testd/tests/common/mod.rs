@@ -8,8 +8,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 use usbmuxd::proto::{
-    decode_daemon_message, frame, msgtype, ClientInfo, DaemonMessage, Header, Request, HEADER_LEN,
-    MAX_MESSAGE_LEN,
+    decode_daemon_message, frame, msgtype, ClientInfo, DaemonMessage, Header, Request, HEADER_LEN, MAX_MESSAGE_LEN,
 };
 use usbmuxd_testd::{BoundAddress, TestDaemon};
 
@@ -44,11 +43,7 @@ impl Write for Conn {
 }
 
 pub fn info(prog: &str) -> ClientInfo {
-    ClientInfo {
-        bundle_id: None,
-        version_string: "libusbmuxd 2.0.2".into(),
-        prog_name: Some(prog.into()),
-    }
+    ClientInfo { bundle_id: None, version_string: "libusbmuxd 2.0.2".into(), prog_name: Some(prog.into()) }
 }
 
 pub struct Client {
@@ -98,12 +93,7 @@ impl Client {
     }
 
     pub fn plist_dict(&mut self, d: &Dictionary, tag: u32) {
-        self.send(&frame(
-            1,
-            msgtype::PLIST,
-            tag,
-            &usbmuxd::proto::plist_to_xml(d),
-        ));
+        self.send(&frame(1, msgtype::PLIST, tag, &usbmuxd::proto::plist_to_xml(d)));
     }
 
     /// Reads exactly `n` bytes.
@@ -160,11 +150,7 @@ impl Client {
         self.set_read_timeout(d);
         let mut b = [0u8; 1];
         match self.conn.read(&mut b) {
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
             other => panic!("expected silence, got {other:?}"),
         }
         self.set_read_timeout(TIMEOUT);
@@ -177,10 +163,7 @@ impl Client {
 }
 
 pub fn dict(pairs: &[(&str, Value)]) -> Dictionary {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
 /// A lockdownd request/reply over a connected pipe.
@@ -190,8 +173,5 @@ pub fn lockdown(c: &mut Client, request: &Dictionary) -> Dictionary {
     c.send(&xml);
     let len = u32::from_be_bytes(c.read_exact(4).try_into().unwrap()) as usize;
     let body = c.read_exact(len);
-    Value::from_reader_xml(&body[..])
-        .unwrap()
-        .into_dictionary()
-        .unwrap()
+    Value::from_reader_xml(&body[..]).unwrap().into_dictionary().unwrap()
 }

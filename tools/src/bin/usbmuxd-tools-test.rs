@@ -96,10 +96,17 @@ const CHUNK: usize = 256 * 1024;
 enum Service {
     Echo,
     /// Reads an 8-byte header and answers `k`; then discards everything until EOF.
-    Sink { header: Vec<u8> },
+    Sink {
+        header: Vec<u8>,
+    },
     /// Reads a byte count (u64, little-endian) and answers `k`; after one more byte
     /// (`g`) sends that many bytes, then half-closes.
-    Source { header: Vec<u8>, left: Option<u64>, started: bool, shut: bool },
+    Source {
+        header: Vec<u8>,
+        left: Option<u64>,
+        started: bool,
+        shut: bool,
+    },
 }
 
 enum State {
@@ -167,9 +174,12 @@ fn daemon(args: &[String]) -> i32 {
             "--udid" => udid = v(),
             "--handle" => handle = v().parse().unwrap_or_else(|_| die("bad handle")),
             "--tcp-echo" => tcp_echo_file = Some(v()),
-            "--rate" => rate_mbps = Some(v().parse().ok().filter(|r: &f64| *r > 0.0).unwrap_or_else(|| die("bad rate"))),
+            "--rate" => {
+                rate_mbps = Some(v().parse().ok().filter(|r: &f64| *r > 0.0).unwrap_or_else(|| die("bad rate")))
+            }
             "--write-size" => {
-                write_size = v().parse().ok().filter(|n| (1..=CHUNK).contains(n)).unwrap_or_else(|| die("bad write size"))
+                write_size =
+                    v().parse().ok().filter(|n| (1..=CHUNK).contains(n)).unwrap_or_else(|| die("bad write size"))
             }
             other => die(&format!("unknown daemon option {other}")),
         }
@@ -186,13 +196,8 @@ fn daemon(args: &[String]) -> i32 {
         std::fs::rename(format!("{file}.tmp"), &file).expect("port file");
         OwnedFd::from(l)
     });
-    let device = DeviceRecord {
-        handle,
-        product_id: 0x12a8,
-        udid,
-        connection: ConnectionType::Usb,
-        network_address: Vec::new(),
-    };
+    let device =
+        DeviceRecord { handle, product_id: 0x12a8, udid, connection: ConnectionType::Usb, network_address: Vec::new() };
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
     const UNIX_LISTENER: u64 = u64::MAX;
     const TCP_LISTENER: u64 = u64::MAX - 1;
@@ -221,7 +226,8 @@ fn daemon(args: &[String]) -> i32 {
         } else {
             pacer.as_ref().map(Pacer::wait)
         };
-        let pause = pause.map(|d| rustix::event::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 });
+        let pause =
+            pause.map(|d| rustix::event::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 });
         let timeout = pause.as_ref();
         match epoll::wait(&ep, spare_capacity(&mut events), timeout) {
             Ok(_) | Err(Errno::INTR) => {}
@@ -386,7 +392,9 @@ fn serve(c: &mut DConn, device: &DeviceRecord, buf: &mut [u8], source: &[u8], mu
                             } else {
                                 let service = match port {
                                     9 => Service::Sink { header: Vec::new() },
-                                    19 => Service::Source { header: Vec::new(), left: None, started: false, shut: false },
+                                    19 => {
+                                        Service::Source { header: Vec::new(), left: None, started: false, shut: false }
+                                    }
                                     _ => Service::Echo,
                                 };
                                 (encode_result(header.version, header.tag, 0), Some(service))
@@ -561,7 +569,9 @@ fn bulk(args: &[String], upload: bool) -> i32 {
         .map(|_| {
             let mut s = connect(a);
             let mut k = [0u8; 1];
-            s.write_all(&bytes.to_le_bytes()).and_then(|_| s.read_exact(&mut k)).unwrap_or_else(|e| die(&format!("handshake: {e}")));
+            s.write_all(&bytes.to_le_bytes())
+                .and_then(|_| s.read_exact(&mut k))
+                .unwrap_or_else(|e| die(&format!("handshake: {e}")));
             s
         })
         .collect();
