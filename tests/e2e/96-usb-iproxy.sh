@@ -60,7 +60,7 @@ t_source() {
 	bg_stop "$IPROXY_PID"
 	simd_wait_state "$UDID" no
 	iproxy_start "$BUILD_DIR" source-slow PORT:5020
-	usb_client source-slow 127.0.0.1 "$IPROXY_PORT" $((4 * MIB)) 1000 $((512 * 1024)) 0.1
+	tcp_client source-slow 127.0.0.1 "$IPROXY_PORT" $((4 * MIB)) 1000 $((512 * 1024)) 0.1
 	usb_iproxy_idle
 	iproxy_alive
 }
@@ -84,7 +84,7 @@ cut_test() {
 	local name=$1 port=$2 mode=$3 after=$4 stall=${5:-} ready=$E2E_TMP/$1.streaming go=$E2E_TMP/$1.go
 	simd_ensure_plugged "$UDID"
 	iproxy_start "$BUILD_DIR" "$name" "PORT:$port"
-	usb_client_bg "$mode" 127.0.0.1 "$IPROXY_PORT" "$ready" "$after" ${stall:+"$stall" "$go"} >"$E2E_TMP/$name.client"
+	tcp_client_bg "$mode" 127.0.0.1 "$IPROXY_PORT" "$ready" "$after" ${stall:+"$stall" "$go"} >"$E2E_TMP/$name.client"
 	local client=$BG_PID rc=0 stalled=
 	wait_for_line "$ready" STREAMING
 	if [ -n "$stall" ]; then
@@ -132,7 +132,7 @@ cut_test() {
 	if [ "$port" = 7 ]; then
 		tcp_client echo 127.0.0.1 "$IPROXY_PORT" "$MIB"
 	else
-		usb_client source-head 127.0.0.1 "$IPROXY_PORT" "$MIB"
+		tcp_client source-head 127.0.0.1 "$IPROXY_PORT" "$MIB"
 	fi
 	usb_iproxy_idle
 	iproxy_alive
@@ -153,11 +153,11 @@ t_reset() {
 	simd_ensure_plugged "$UDID"
 	simd_cmd "misbehave $UDID reset-after $n port=5019 simulated failure"
 	iproxy_start "$BUILD_DIR" reset PORT:5019
-	usb_client source-cut 127.0.0.1 "$IPROXY_PORT" "$ready" 1000 >"$E2E_TMP/reset.client"
+	tcp_client source-cut 127.0.0.1 "$IPROXY_PORT" "$ready" 1000 >"$E2E_TMP/reset.client"
 	cat "$E2E_TMP/reset.client"
 	grep -q "^source-cut: $n bytes, pattern intact" "$E2E_TMP/reset.client"
 	# Slow reader: behind by far more than N when the RST comes.
-	usb_client source-cut 127.0.0.1 "$IPROXY_PORT" "$ready.slow" 1000 0.5 >"$E2E_TMP/reset.slow"
+	tcp_client source-cut 127.0.0.1 "$IPROXY_PORT" "$ready.slow" 1000 0.5 >"$E2E_TMP/reset.slow"
 	cat "$E2E_TMP/reset.slow"
 	grep -q "^source-cut: $n bytes, pattern intact" "$E2E_TMP/reset.slow"
 	simd_cmd "misbehave $UDID clear"
