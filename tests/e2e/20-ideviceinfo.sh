@@ -13,34 +13,10 @@ USB1_SERIAL=001A2B3C4D5E6F7080901234 # the library lists it as 001A2B3C-4D5E6F70
 USB1=001A2B3C-4D5E6F7080901234
 USB2=00008030-000A1B2C3D4E5F60
 
-# What the test daemon's lockdownd serves for a device (testd/src/lockdownd.rs):
+# What the test daemon's lockdownd serves for a device (lib.sh's lockdownd_values):
 # SerialNumber, UniqueChipID and UniqueDeviceID are derived from the serial.
-values() {
-	cat <<EOF
-ActivationState: Activated
-BluetoothAddress: a4:d1:8c:00:00:01
-BuildVersion: 19H370
-CPUArchitecture: arm64e
-DeviceClass: iPhone
-DeviceColor: 1
-DeviceName: Test iPhone
-HardwareModel: N104AP
-HardwarePlatform: t8030
-HostAttached: true
-PasswordProtected: false
-ProductName: iPhone OS
-ProductType: iPhone12,1
-ProductVersion: 15.8
-ProtocolVersion: 2
-SerialNumber: $1
-TimeZone: Europe/Berlin
-UniqueChipID: $2
-UniqueDeviceID: $3
-WiFiAddress: a4:d1:8c:00:00:02
-EOF
-}
-USB1_VALUES=$(values F2L080901234 5575015917715198516 "$USB1_SERIAL")
-USB2_VALUES=$(values F2LC3D4E5F60 2844626588163936 "$USB2")
+USB1_VALUES=$(lockdownd_values F2L080901234 5575015917715198516 "$USB1_SERIAL")
+USB2_VALUES=$(lockdownd_values F2LC3D4E5F60 2844626588163936 "$USB2")
 
 testd_start --usb "$USB1_SERIAL,3" --usb "$USB2,5"
 

@@ -54,11 +54,7 @@ run_both() {
 	testd_log >"$E2E_TMP/$scenario.debian.log"
 	local what ok=0
 	for what in transcript log; do
-		if ! cmp -s "$E2E_TMP/$scenario.debian.$what" "$E2E_TMP/$scenario.ours.$what"; then
-			echo "$scenario: the $what differs between our library (+) and Debian's (-):" >&2
-			diff -u "$E2E_TMP/$scenario.debian.$what" "$E2E_TMP/$scenario.ours.$what" | sed '1,2d; s/^/    /' >&2 || true
-			ok=1
-		fi
+		same_files "$scenario: the $what" "$E2E_TMP/$scenario.debian.$what" "$E2E_TMP/$scenario.ours.$what" || ok=1
 	done
 	return $ok
 }
@@ -157,12 +153,8 @@ t_select_udid() {
 check "iproxy -u UDID connects to that device" t_select_udid
 
 network() {
-	local portfile=$E2E_TMP/$2.echo-port
-	tcp_client_bg echo-server "$portfile"
-	local i
-	for i in $(seq 500); do [ -s "$portfile" ] && break; sleep 0.02; done
-	local port
-	port=$(cat "$portfile")
+	echo_server_start "$E2E_TMP/$2.echo-port"
+	local port=$ECHO_PORT
 	iproxy_start "$1" "$2" -n "PORT:$port"
 	tcp_client echo 127.0.0.1 "$IPROXY_PORT" "$MIB"
 	iproxy_idle

@@ -80,14 +80,10 @@ t_udid() {
 check "inetcat -u UDID 7 talks to that device" t_udid
 
 t_network() {
-	local portfile=$E2E_TMP/echo-port
-	tcp_client_bg echo-server "$portfile"
-	local i port
-	for i in $(seq 500); do [ -s "$portfile" ] && break; sleep 0.02; done
-	port=$(cat "$portfile")
+	echo_server_start "$E2E_TMP/echo-port"
 	printf 'over the network\n' >"$E2E_TMP/net"
 	testd_cmd log-clear
-	feed_both net "$E2E_TMP/net" 17 -- -n "$port"
+	feed_both net "$E2E_TMP/net" 17 -- -n "$ECHO_PORT"
 	expect_eq "echo" "$(cat "$E2E_TMP/net.ours.out")" "over the network"
 	if testd_log | grep -q type=Connect; then
 		echo "the daemon got a Connect: -n must connect directly" >&2

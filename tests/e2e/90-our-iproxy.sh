@@ -26,27 +26,9 @@ MIB=1048576
 testd_start --usb "$USB1_SERIAL,3" --usb "$USB2,5" --network "$NET,127.0.0.1,12"
 
 # ---- argument forms -------------------------------------------------------------------------
-# arg_case NAME same|differs WHY ARGS...: runs both programs with ARGS (no daemon needed:
-# they exit before any connection); the transcripts are compared.
-arg_case() {
-	local name=$1 expect=$2 why=$3 who
-	shift 3
-	for who in $(tools_whos); do
-		USBMUXD_SOCKET_ADDRESS=UNIX:$E2E_TMP/none run_tool "$who" iproxy "$name" "$@"
-		# The usage text is our own wording: compare its first line only.
-		sed -i '/^Usage: /,$ { /^Usage: /!d }' "$E2E_TMP/$name.$who.out" "$E2E_TMP/$name.$who.err"
-	done
-	compare_tools "$name" "$expect" "$why"
-}
-
-# expect_run NAME STATUS STDOUT STDERR: our result (first lines; the program path as
-# invoked replaced by "iproxy").
-expect_run() {
-	local name=$1
-	expect_status "$name" "$(cat "$E2E_TMP/$name.ours.rc")" "$2"
-	expect_eq "$name stdout" "$(normalise "$E2E_TMP/$name.ours.out" | head -n1)" "$3"
-	expect_eq "$name stderr" "$(sed "s#$OUR_IPROXY#iproxy#g" "$E2E_TMP/$name.ours.err" | head -n2)" "$4"
-}
+# arg_case CASE same|differs WHY ARGS... / expect_run CASE STATUS STDOUT STDERR (tools.bash)
+arg_case() { tool_arg_case iproxy "$@"; }
+expect_run() { tool_expect_run iproxy "$@"; }
 
 t_args() {
 	arg_case no-ports same ""
@@ -170,10 +152,9 @@ t_forms() {
 check "the legacy form, two pairs at once, -u UDID, --udid=UDID -l" t_forms
 
 sc_network() {
-	local who=$1 portfile=$E2E_TMP/echo-port.$1 port i
-	tcp_client_bg echo-server "$portfile"
-	for i in $(seq 500); do [ -s "$portfile" ] && break; sleep 0.02; done
-	port=$(cat "$portfile")
+	local who=$1 port
+	echo_server_start "$E2E_TMP/echo-port.$1"
+	port=$ECHO_PORT
 	tools_iproxy_start "$who" "network.$who.run" -n "PORT:$port"
 	tcp_client echo 127.0.0.1 "$IPROXY_PORT" "$MIB"
 	tools_idle

@@ -24,21 +24,9 @@ tcp_client random "$E2E_TMP/1mib" "$MIB"
 tcp_client random "$E2E_TMP/8mib" $((8 * MIB))
 
 # ---- argument forms -------------------------------------------------------------------------
-arg_case() {
-	local name=$1 expect=$2 why=$3 who
-	shift 3
-	for who in $(tools_whos); do
-		USBMUXD_SOCKET_ADDRESS=UNIX:$E2E_TMP/none run_tool "$who" inetcat "$name" "$@"
-		sed -i '/^Usage: /,$ { /^Usage: /!d }' "$E2E_TMP/$name.$who.out" "$E2E_TMP/$name.$who.err"
-	done
-	compare_tools "$name" "$expect" "$why"
-}
-expect_run() {
-	local name=$1
-	expect_status "$name" "$(cat "$E2E_TMP/$name.ours.rc")" "$2"
-	expect_eq "$name stdout" "$(head -n1 "$E2E_TMP/$name.ours.out")" "$3"
-	expect_eq "$name stderr" "$(sed "s#$OUR_INETCAT#inetcat#g" "$E2E_TMP/$name.ours.err" | head -n2)" "$4"
-}
+# arg_case CASE same|differs WHY ARGS... / expect_run CASE STATUS STDOUT STDERR (tools.bash)
+arg_case() { tool_arg_case inetcat "$@"; }
+expect_run() { tool_expect_run inetcat "$@"; }
 t_args() {
 	arg_case no-port same ""
 	expect_run no-port 2 "" "Usage: inetcat [OPTIONS] DEVICE_PORT"
@@ -74,10 +62,7 @@ check "1 MiB through the echo while stdin stays open, byte-exact" t_echo_open
 t_echo_eof() {
 	local who
 	for who in $(tools_whos); do
-		tool_cmd "$who" inetcat
-		local rc=0
-		printf 'hello' | timeout "$E2E_TIMEOUT" "${TOOL_CMD[@]}" 7 >"$E2E_TMP/echo-eof.$who.out" 2>"$E2E_TMP/echo-eof.$who.err" || rc=$?
-		echo "$rc" >"$E2E_TMP/echo-eof.$who.rc"
+		run_tool_from <(printf 'hello') "$who" inetcat echo-eof 7
 	done
 	expect_eq "echo" "$(cat "$E2E_TMP/echo-eof.ours.out")" "hello"
 	expect_status "exit" "$(cat "$E2E_TMP/echo-eof.ours.rc")" 0
@@ -88,11 +73,8 @@ check "printf hello | inetcat 7: the echo arrives after stdin's EOF" t_echo_eof
 t_full_speed() {
 	local who
 	for who in $(tools_whos); do
-		tool_cmd "$who" inetcat
-		local rc=0
-		timeout "$E2E_TIMEOUT" "${TOOL_CMD[@]}" 7 <"$E2E_TMP/8mib" >"$E2E_TMP/speed.$who.raw" 2>"$E2E_TMP/speed.$who.err" || rc=$?
-		echo "$rc" >"$E2E_TMP/speed.$who.rc"
-		digest "$E2E_TMP/speed.$who.raw" >"$E2E_TMP/speed.$who.out"
+		run_tool_from "$E2E_TMP/8mib" "$who" inetcat speed 7
+		digest_out speed "$who"
 	done
 	expect_eq "echo" "$(cat "$E2E_TMP/speed.ours.out")" "$(digest "$E2E_TMP/8mib")"
 	compare_tools speed differs "2.0.2 writes each chunk once to the non-blocking socket and drops the rest; it also exits at stdin's EOF"
@@ -102,10 +84,8 @@ check "8 MiB from a file at full speed: every byte echoed" t_full_speed
 t_source() {
 	local who
 	for who in $(tools_whos); do
-		tool_cmd "$who" inetcat
-		run_capture "source.$who" "${TOOL_CMD[@]}" 19
-		digest "$E2E_TMP/source.$who.out" >"$E2E_TMP/source.$who.digest"
-		mv "$E2E_TMP/source.$who.digest" "$E2E_TMP/source.$who.out"
+		run_tool "$who" inetcat source 19
+		digest_out source "$who"
 	done
 	python3 -c 'import sys; sys.stdout.buffer.write(bytes(i % 251 for i in range(1 << 20)))' >"$E2E_TMP/pattern"
 	expect_eq "source" "$(cat "$E2E_TMP/source.ours.out")" "$(digest "$E2E_TMP/pattern")"
@@ -115,12 +95,10 @@ t_source() {
 check "inetcat 19 < /dev/null: the source's 1 MiB, then exit 0" t_source
 
 t_network() {
-	local portfile=$E2E_TMP/echo-port port i who
-	tcp_client_bg echo-server "$portfile"
-	for i in $(seq 500); do [ -s "$portfile" ] && break; sleep 0.02; done
-	port=$(cat "$portfile")
+	local who
+	echo_server_start "$E2E_TMP/echo-port"
 	for who in $(tools_whos); do
-		tools_inetcat_feed "$who" network "$E2E_TMP/1mib" "$MIB" 65536 -- -n "$port"
+		tools_inetcat_feed "$who" network "$E2E_TMP/1mib" "$MIB" 65536 -- -n "$ECHO_PORT"
 	done
 	expect_eq "echo" "$(cat "$E2E_TMP/network.ours.out")" "$(digest "$E2E_TMP/1mib")"
 	compare_tools network same ""

@@ -23,36 +23,15 @@ UDID1=00008030-001A2B3C4D5E6F70 # USB serial 00008030001A2B3C4D5E6F70
 UDID2=00008101-000A1B2C3D4E5F60
 LEGACY=0123456789abcdef0123456789abcdef01234567 # 40 characters: serial = UDID
 
-# What the simulator's lockdownd answers for a UDID: SerialNumber "F2L" + the last nine
-# alphanumeric characters in upper case, UniqueChipID the ECID (hex after the dash) of a
-# 24-character UDID, else 0.
+# What the simulator's lockdownd answers for a UDID (lib.sh's lockdownd_values):
+# SerialNumber "F2L" + the last nine alphanumeric characters in upper case, UniqueChipID
+# the ECID (hex after the dash) of a 24-character UDID, else 0.
 values() {
 	local udid=$1 compact tail chip=0
 	compact=$(tr -cd '[:alnum:]' <<<"$udid")
 	tail=${compact: -9}
 	[ ${#compact} -eq 24 ] && chip=$((16#${compact:8}))
-	cat <<EOF
-ActivationState: Activated
-BluetoothAddress: a4:d1:8c:00:00:01
-BuildVersion: 19H370
-CPUArchitecture: arm64e
-DeviceClass: iPhone
-DeviceColor: 1
-DeviceName: Test iPhone
-HardwareModel: N104AP
-HardwarePlatform: t8030
-HostAttached: true
-PasswordProtected: false
-ProductName: iPhone OS
-ProductType: iPhone12,1
-ProductVersion: 15.8
-ProtocolVersion: 2
-SerialNumber: F2L${tail^^}
-TimeZone: Europe/Berlin
-UniqueChipID: $chip
-UniqueDeviceID: $udid
-WiFiAddress: a4:d1:8c:00:00:02
-EOF
+	lockdownd_values "F2L${tail^^}" "$chip" "$udid"
 }
 
 simd_start --device "$UDID1"

@@ -69,16 +69,12 @@ handle_of() {
 
 # Waits until the subscriber printed N ADD lines for UDID.
 wait_adds() {
-	local start=$SECONDS
-	until [ "$(grep -c "^ADD udid=$1 " "$WATCH_OUT")" -eq "$2" ]; do
-		if ((SECONDS - start >= 10)); then
-			echo "expected $2 ADD events for $1; the subscriber printed:" >&2
-			sed 's/^/    /' "$WATCH_OUT" >&2
-			return 1
-		fi
-		sleep 0.02
-	done
+	poll_until 10 adds_are "$1" "$2" && return 0
+	echo "expected $2 ADD events for $1; the subscriber printed:" >&2
+	sed 's/^/    /' "$WATCH_OUT" >&2
+	return 1
 }
+adds_are() { [ "$(grep -c "^ADD udid=$1 " "$WATCH_OUT")" -eq "$2" ]; }
 
 t_watch() {
 	simd_cmd "plug $UDID"

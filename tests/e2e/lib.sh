@@ -22,11 +22,15 @@
 #                                        # READY, export USBMUXD_SOCKET_ADDRESS
 #   testd_cmd "detach 3"                 # control command; reply in TESTD_REPLY (array)
 #   testd_log                            # the daemon's request log, normalised
+#   ctl_start / ctl_cmd / ctl_stop       # the same for any helper program controlled on
+#                                        # stdin/stdout (usb/simd.sh: usbmux-simd)
 #   check "description" function args... # runs the function in a subshell with set -e:
 #                                        # PASS/FAIL line; continues with the next check
 #   ours CMD... / debian CMD...          # run CMD with our / Debian's library
 #   same_as_debian NAME CMD...           # run with both; stdout, stderr, status equal
 #   iproxy_start / inetcat_feed / tcp_client  # drive iproxy and inetcat (see below)
+#   poll_until SECONDS CMD...            # wait until CMD succeeds (wait_for_line, ... use it)
+#   lockdownd_values SERIAL CHIP UDID    # what the stand-in lockdownds answer (ideviceinfo -s)
 #   e2e_finish                           # summary, exit status
 #
 # Programs are run with `timeout`; waits poll for a condition (no fixed sleeps).
@@ -255,48 +259,57 @@ bg_stop_all() {
 	BG_PIDS=()
 }
 
-# Waits until FILE has a line matching the extended regex PATTERN (default 10 s).
-wait_for_line() {
-	local file=$1 pattern=$2 limit=${3:-10} start=$SECONDS
-	until grep -Eq -- "$pattern" "$file" 2>/dev/null; do
-		if ((SECONDS - start >= limit)); then
-			echo "timed out after ${limit}s waiting for /$pattern/ in $file; it has:" >&2
-			sed 's/^/    /' "$file" >&2 || true
-			return 1
-		fi
+# poll_until SECONDS CMD...: runs CMD (a program or a function of this shell) every
+# 20 ms until it succeeds (returns 0) or SECONDS have passed (returns 1). A condition
+# function can leave what it saw in POLL_GOT for the caller's message.
+POLL_GOT=
+poll_until() {
+	local poll_limit_=$1 poll_start_=$SECONDS
+	shift
+	until "$@"; do
+		((SECONDS - poll_start_ >= poll_limit_)) && return 1
 		sleep 0.02
 	done
+}
+
+# Waits until FILE has a line matching the extended regex PATTERN (default 10 s).
+wait_for_line() {
+	local file=$1 pattern=$2 limit=${3:-10}
+	poll_until "$limit" grep -Eq -- "$pattern" "$file" 2>/dev/null && return 0
+	echo "timed out after ${limit}s waiting for /$pattern/ in $file; it has:" >&2
+	sed 's/^/    /' "$file" >&2 || true
+	return 1
+}
+
+# Whether FILE has exactly N lines equal to LINE (POLL_GOT: how many).
+line_count_is() {
+	POLL_GOT=$(grep -cFx -- "$2" "$1" 2>/dev/null) || true
+	[ "${POLL_GOT:-0}" -eq "$3" ]
 }
 
 # Waits until FILE has exactly N lines equal to LINE (default 10 s).
 wait_for_count() {
-	local file=$1 line=$2 n=$3 limit=${4:-10} start=$SECONDS count
-	while :; do
-		count=$(grep -cFx -- "$line" "$file" 2>/dev/null) || true
-		[ "${count:-0}" -eq "$n" ] && return 0
-		if ((SECONDS - start >= limit)); then
-			echo "timed out after ${limit}s waiting for $n line(s) '$line' in $file ($count); it has:" >&2
-			sed 's/^/    /' "$file" >&2 || true
-			return 1
-		fi
-		sleep 0.02
-	done
+	local file=$1 line=$2 n=$3 limit=${4:-10}
+	poll_until "$limit" line_count_is "$file" "$line" "$n" && return 0
+	echo "timed out after ${limit}s waiting for $n line(s) '$line' in $file ($POLL_GOT); it has:" >&2
+	sed 's/^/    /' "$file" >&2 || true
+	return 1
 }
 
-# Waits until process PID has exactly N open sockets (e.g. iproxy back to only its
-# listening sockets once every forwarded connection has been torn down).
+# Whether process PID has exactly N open sockets (POLL_GOT: how many).
+socket_count_is() {
+	# find fails once the process is gone: the count is then 0, not an abort.
+	POLL_GOT=$( (find "/proc/$1/fd" -lname 'socket:*' 2>/dev/null || true) | wc -l)
+	[ "$POLL_GOT" -eq "$2" ]
+}
+
+# Waits until process PID has exactly N open sockets (default 10 s; e.g. iproxy back to
+# only its listening sockets once every forwarded connection has been torn down).
 wait_for_sockets() {
-	local pid=$1 n=$2 limit=${3:-10} start=$SECONDS count
-	while :; do
-		# find fails once the process is gone: the count is then 0, not an abort.
-		count=$( (find "/proc/$pid/fd" -lname 'socket:*' 2>/dev/null || true) | wc -l)
-		[ "$count" -eq "$n" ] && return 0
-		if ((SECONDS - start >= limit)); then
-			echo "process $pid has $count sockets open, expected $n" >&2
-			return 1
-		fi
-		sleep 0.02
-	done
+	local pid=$1 n=$2 limit=${3:-10}
+	poll_until "$limit" socket_count_is "$pid" "$n" && return 0
+	echo "process $pid has $POLL_GOT sockets open, expected $n" >&2
+	return 1
 }
 
 # A TCP port that is free on 127.0.0.1 and ::1 right now.
@@ -321,6 +334,75 @@ while True:
 EOF
 }
 
+# ---- helper programs controlled on stdin / stdout ----------------------------------------------
+# The test daemon and usbmux-simd print "READY <address>" once they serve, then read one
+# control command a line on stdin and answer on stdout: data lines, then "OK …" or "ERR …".
+
+CTL_PID=
+CTL_IN=
+CTL_OUT=
+CTL_READY=
+# ctl_start WHAT DIR CMD...: (top level only) runs the program CMD with stdin and stdout
+# on FIFOs in DIR (stderr in DIR/stderr) and waits for its READY line. Sets CTL_PID,
+# CTL_IN / CTL_OUT (descriptors for commands and replies) and CTL_READY (the text after
+# READY). Returns 1, after printing its stderr, if it does not become ready in 10 s.
+ctl_start() {
+	local what=$1 dir=$2
+	shift 2
+	mkdir -p "$dir"
+	mkfifo "$dir/in" "$dir/out"
+	"$@" <"$dir/in" >"$dir/out" 2>"$dir/stderr" &
+	CTL_PID=$!
+	echo "$CTL_PID" >>"$E2E_PIDS_FILE"
+	# Read-write opens of the FIFOs never block.
+	exec {CTL_IN}<>"$dir/in" {CTL_OUT}<>"$dir/out"
+	local line
+	if ! IFS= read -r -t 10 -u "$CTL_OUT" line || [[ $line != "READY "* ]]; then
+		echo "$what did not start (got '${line:-}'):" >&2
+		cat "$dir/stderr" >&2
+		return 1
+	fi
+	CTL_READY=${line#READY }
+}
+
+# ctl_cmd WHAT IN OUT REPLY COMMAND...: sends one control command on descriptor IN and
+# reads the reply lines from OUT into the array named REPLY (last: OK…/ERR…). Returns 1
+# on ERR or no reply within 10 s (WHAT names the program in the message).
+ctl_cmd() {
+	local what=$1 in=$2 out=$3 line
+	local -n ctl_reply_=$4
+	shift 4
+	ctl_reply_=()
+	printf '%s\n' "$*" >&"$in"
+	while IFS= read -r -t 10 -u "$out" line; do
+		ctl_reply_+=("$line")
+		case $line in
+		OK | "OK "*) return 0 ;;
+		ERR*)
+			echo "$what: '$*' -> $line" >&2
+			return 1
+			;;
+		esac
+	done
+	echo "$what: no reply to '$*'" >&2
+	return 1
+}
+
+# ctl_stop PID IN OUT TRIES: sends quit, gives the program TRIES x 20 ms to exit, then
+# kills it; reaps it, forgets its pid and closes both descriptors.
+ctl_stop() {
+	local pid=$1 in=$2 out=$3 tries=$4 i
+	printf 'quit\n' >&"$in" 2>/dev/null || true
+	for i in $(seq "$tries"); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.02
+	done
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	forget_pid "$pid"
+	exec {in}>&- {out}<&-
+}
+
 # ---- the test daemon ---------------------------------------------------------------------
 
 # Starts usbmuxd-testd with the given arguments (default: a UNIX socket in the temp dir;
@@ -334,47 +416,21 @@ testd_start() {
 	testd_kill
 	TESTD_SEQ=$((TESTD_SEQ + 1))
 	TESTD_LOGDIR=$E2E_TMP/testd.$TESTD_SEQ
-	mkdir -p "$TESTD_LOGDIR"
-	mkfifo "$TESTD_LOGDIR/in" "$TESTD_LOGDIR/out"
-	local args=("$@") listen=no a
+	local args=("$@") listen=no a rc=0
 	for a in "${args[@]}"; do
 		case $a in --socket | --tcp) listen=yes ;; esac
 	done
 	[ $listen = yes ] || args=(--socket "$TESTD_LOGDIR/usbmuxd.sock" "${args[@]}")
-	"$USBMUXD_TESTD" "${args[@]}" <"$TESTD_LOGDIR/in" >"$TESTD_LOGDIR/out" 2>"$TESTD_LOGDIR/stderr" &
-	TESTD_PID=$!
-	echo "$TESTD_PID" >>"$E2E_PIDS_FILE"
-	# Read-write opens of the FIFOs never block.
-	exec {TESTD_IN}<>"$TESTD_LOGDIR/in" {TESTD_OUT}<>"$TESTD_LOGDIR/out"
-	local line
-	if ! IFS= read -r -t 10 -u "$TESTD_OUT" line || [[ $line != "READY "* ]]; then
-		echo "usbmuxd-testd did not start (got '${line:-}'):" >&2
-		cat "$TESTD_LOGDIR/stderr" >&2
-		e2e_abort "test daemon failed to start"
-	fi
-	TESTD_ADDR=${line#READY }
+	ctl_start usbmuxd-testd "$TESTD_LOGDIR" "$USBMUXD_TESTD" "${args[@]}" || rc=$?
+	TESTD_PID=$CTL_PID TESTD_IN=$CTL_IN TESTD_OUT=$CTL_OUT
+	[ $rc -eq 0 ] || e2e_abort "test daemon failed to start"
+	TESTD_ADDR=$CTL_READY
 	export USBMUXD_SOCKET_ADDRESS=$TESTD_ADDR
 }
 
 # Sends one control command; the reply lines go to TESTD_REPLY (last: OK…/ERR…).
 # Returns 1 on ERR or no reply.
-testd_cmd() {
-	local line
-	TESTD_REPLY=()
-	printf '%s\n' "$*" >&"$TESTD_IN"
-	while IFS= read -r -t 10 -u "$TESTD_OUT" line; do
-		TESTD_REPLY+=("$line")
-		case $line in
-		OK | "OK "*) return 0 ;;
-		ERR*)
-			echo "testd: '$*' -> $line" >&2
-			return 1
-			;;
-		esac
-	done
-	echo "testd: no reply to '$*'" >&2
-	return 1
-}
+testd_cmd() { ctl_cmd testd "$TESTD_IN" "$TESTD_OUT" TESTD_REPLY "$@"; }
 
 # The request log of the daemon (LOG lines), with ClientVersionString removed (ours
 # says 2.1.1, Debian's 2.0.2) and client numbers dropped.
@@ -386,16 +442,7 @@ testd_log() {
 
 testd_kill() {
 	if [ -n "$TESTD_PID" ]; then
-		printf 'quit\n' >&"$TESTD_IN" 2>/dev/null || true
-		local i
-		for i in $(seq 50); do
-			kill -0 "$TESTD_PID" 2>/dev/null || break
-			sleep 0.02
-		done
-		kill "$TESTD_PID" 2>/dev/null || true
-		wait "$TESTD_PID" 2>/dev/null || true
-		forget_pid "$TESTD_PID"
-		exec {TESTD_IN}>&- {TESTD_OUT}<&-
+		ctl_stop "$TESTD_PID" "$TESTD_IN" "$TESTD_OUT" 50
 		TESTD_PID=
 	fi
 }
@@ -507,13 +554,25 @@ expect_line() {
 
 # run_capture NAME CMD...: runs CMD, stdout to $E2E_TMP/NAME.out, stderr to NAME.err,
 # status in NAME.rc; never fails itself.
-run_capture() {
-	local name=$1
-	shift
+run_capture() { run_capture_from /dev/null "$@"; }
+
+# run_capture_from INFILE NAME CMD...: run_capture with stdin from INFILE.
+run_capture_from() {
+	local in=$1 name=$2
+	shift 2
 	local rc=0
-	"$@" >"$E2E_TMP/$name.out" 2>"$E2E_TMP/$name.err" </dev/null || rc=$?
+	"$@" >"$E2E_TMP/$name.out" 2>"$E2E_TMP/$name.err" <"$in" || rc=$?
 	echo "$rc" >"$E2E_TMP/$name.rc"
 	return 0
+}
+
+# same_files WHAT DEBIAN_FILE OUR_FILE: whether the two results are identical; if not,
+# prints "WHAT differs between our library (+) and Debian's (-):" and the diff.
+same_files() {
+	cmp -s "$3" "$2" && return 0
+	echo "$1 differs between our library (+) and Debian's (-):" >&2
+	diff -u "$2" "$3" | sed '1,2d; s/^/    /' >&2 || true
+	return 1
 }
 
 # same_as_debian NAME CMD...: runs CMD with our library and with Debian's; stdout,
@@ -527,11 +586,7 @@ same_as_debian() {
 	run_capture "$name.debian" debian "$@"
 	local what ok=0
 	for what in out err rc; do
-		if ! cmp -s "$E2E_TMP/$name.ours.$what" "$E2E_TMP/$name.debian.$what"; then
-			echo "'$*': $what differs between our library (+) and Debian's (-):" >&2
-			diff -u "$E2E_TMP/$name.debian.$what" "$E2E_TMP/$name.ours.$what" | sed '1,2d; s/^/    /' >&2 || true
-			ok=1
-		fi
+		same_files "'$*': $what" "$E2E_TMP/$name.debian.$what" "$E2E_TMP/$name.ours.$what" || ok=1
 	done
 	return $ok
 }
@@ -557,19 +612,29 @@ fi
 IPROXY_PID=
 IPROXY_PORT=
 IPROXY_NAME=
-# iproxy_start LIBDIR NAME ARGS...: starts iproxy with the library of LIBDIR (stdout made
-# line-buffered with stdbuf), transcript in NAME.out / NAME.err, and waits until it
-# listens. Sets IPROXY_PID. The port is replaced by PORT in the arguments.
-iproxy_start() {
-	local dir=$1 name=$2
+# iproxy_spawn NAME CMD ARGS...: starts the iproxy command in the array named CMD (the
+# program and what runs it) with IPROXY_SOURCE and ARGS, a free port in place of PORT in
+# ARGS, transcript in NAME.out / NAME.err, and waits until it listens. Sets IPROXY_PID,
+# IPROXY_PORT and IPROXY_NAME (for iproxy_idle, iproxy_alive).
+iproxy_spawn() {
+	local name=$1
+	local -n iproxy_cmd_=$2
 	shift 2
 	IPROXY_PORT=$(free_port)
 	IPROXY_NAME=$name
 	local args=("${IPROXY_SOURCE[@]}" "${@//PORT/$IPROXY_PORT}")
-	bg_start env LD_LIBRARY_PATH="$dir" stdbuf -oL iproxy "${args[@]}" \
-		>"$E2E_TMP/$name.out" 2>"$E2E_TMP/$name.err" </dev/null
+	bg_start "${iproxy_cmd_[@]}" "${args[@]}" >"$E2E_TMP/$name.out" 2>"$E2E_TMP/$name.err" </dev/null
 	IPROXY_PID=$BG_PID
 	wait_for_line "$E2E_TMP/$name.out" '^waiting for connection$'
+}
+
+# iproxy_start LIBDIR NAME ARGS...: iproxy_spawn of the installed iproxy with the library
+# of LIBDIR (stdout made line-buffered with stdbuf).
+iproxy_start() {
+	local dir=$1 name=$2
+	shift 2
+	local cmd=(env LD_LIBRARY_PATH="$dir" stdbuf -oL iproxy)
+	iproxy_spawn "$name" cmd "$@"
 }
 
 # Waits until iproxy has torn down every forwarded connection (only its listening
@@ -586,21 +651,30 @@ iproxy_alive() {
 	fi
 }
 
-# inetcat_feed LIBDIR NAME INFILE NBYTES [WINDOW] -- INETCAT_ARGS...: runs inetcat with the
-# library of LIBDIR, stdin fed from INFILE and kept open until NBYTES arrived on stdout
-# (NAME.out; stderr NAME.err, status NAME.rc).
-inetcat_feed() {
-	local dir=$1 name=$2 in=$3 n=$4 window=
-	shift 4
+# feed_run OUT ERR CMD INFILE NBYTES [WINDOW] -- ARGS...: runs the command in the array
+# named CMD with ARGS, stdout to OUT, stderr to ERR, stdin fed from INFILE and kept open
+# until NBYTES arrived in OUT (client.py feed; WINDOW bounds the bytes in flight: 2.0.2
+# writes to the socket once and drops what does not fit). Returns the pipeline's status.
+feed_run() {
+	local out=$1 err=$2 in=$4 n=$5 window=
+	local -n feed_cmd_=$3
+	shift 5
 	if [ "$1" != -- ]; then
 		window=$1
 		shift
 	fi
 	shift
-	local rc=0
-	: >"$E2E_TMP/$name.out"
-	tcp_client feed "$in" "$E2E_TMP/$name.out" "$n" $window |
-		with_lib "$dir" inetcat "$@" >"$E2E_TMP/$name.out" 2>"$E2E_TMP/$name.err" || rc=$?
+	: >"$out"
+	tcp_client feed "$in" "$out" "$n" $window | "${feed_cmd_[@]}" "$@" >"$out" 2>"$err"
+}
+
+# inetcat_feed LIBDIR NAME INFILE NBYTES [WINDOW] -- INETCAT_ARGS...: feed_run of inetcat
+# with the library of LIBDIR (NAME.out; stderr NAME.err, status NAME.rc).
+inetcat_feed() {
+	local dir=$1 name=$2 rc=0
+	shift 2
+	local cmd=(with_lib "$dir" inetcat)
+	feed_run "$E2E_TMP/$name.out" "$E2E_TMP/$name.err" cmd "$@" || rc=$?
 	echo "$rc" >"$E2E_TMP/$name.rc"
 }
 
@@ -612,3 +686,45 @@ tcp_client() { timeout 60 python3 "$E2E_DIR/client.py" "$@"; }
 # The same in the background (bg_start; pid in BG_PID). Not `bg_start tcp_client`: a
 # function would run in a subshell, whose pid is not the one of the program.
 tcp_client_bg() { bg_start timeout 60 python3 "$E2E_DIR/client.py" "$@"; }
+
+# echo_server_start PORTFILE: starts client.py's TCP echo server on 127.0.0.1 (a network
+# device's service) in the background; its port in ECHO_PORT (and PORTFILE).
+ECHO_PORT=
+echo_server_start() {
+	tcp_client_bg echo-server "$1"
+	if ! poll_until 10 test -s "$1"; then
+		echo "the echo server did not write its port to $1" >&2
+		return 1
+	fi
+	ECHO_PORT=$(cat "$1")
+}
+
+# ---- the stand-in devices ------------------------------------------------------------------------
+
+# lockdownd_values SERIAL CHIPID UDID: what the stand-in lockdownd that the test daemon
+# and usbmux-simd serve (sim/src/services/lockdownd.rs) answers to `ideviceinfo -s` for
+# a device with that SerialNumber, UniqueChipID and UniqueDeviceID.
+lockdownd_values() {
+	cat <<EOF
+ActivationState: Activated
+BluetoothAddress: a4:d1:8c:00:00:01
+BuildVersion: 19H370
+CPUArchitecture: arm64e
+DeviceClass: iPhone
+DeviceColor: 1
+DeviceName: Test iPhone
+HardwareModel: N104AP
+HardwarePlatform: t8030
+HostAttached: true
+PasswordProtected: false
+ProductName: iPhone OS
+ProductType: iPhone12,1
+ProductVersion: 15.8
+ProtocolVersion: 2
+SerialNumber: $1
+TimeZone: Europe/Berlin
+UniqueChipID: $2
+UniqueDeviceID: $3
+WiFiAddress: a4:d1:8c:00:00:02
+EOF
+}

@@ -13,6 +13,9 @@
 #   tools_iproxy_start WHO NAME ARGS...   like lib.sh's iproxy_start, for either program
 #   normalise FILE                  the transcript made comparable (see below)
 #   compare_tools CASE same|differs WHY   compare CASE.ours.* with CASE.debian.*
+#   tool_arg_case NAME CASE same|differs WHY ARGS...   an argument-error case of both
+#   tool_expect_run NAME CASE STATUS STDOUT STDERR     our result of such a case
+#   run_tool WHO NAME CASE ARGS...  run one to completion: CASE.WHO.{out,err,rc}
 #   tools_summary                   print the comparison table
 
 OUR_IPROXY=
@@ -68,15 +71,10 @@ tools_whos() {
 tools_iproxy_start() {
 	local who=$1 name=$2
 	shift 2
-	IPROXY_PORT=$(free_port)
-	IPROXY_NAME=$name
 	tool_cmd "$who" iproxy
 	# Without IPv6, 2.0.2 cannot listen on its default ::1: lib.sh's IPROXY_SOURCE
-	# (-s 127.0.0.1) is given to both programs then.
-	local args=("${IPROXY_SOURCE[@]}" "${@//PORT/$IPROXY_PORT}")
-	bg_start "${TOOL_CMD[@]}" "${args[@]}" >"$E2E_TMP/$name.out" 2>"$E2E_TMP/$name.err" </dev/null
-	IPROXY_PID=$BG_PID
-	wait_for_line "$E2E_TMP/$name.out" '^waiting for connection$'
+	# (-s 127.0.0.1) is given to both programs then (iproxy_spawn does).
+	iproxy_spawn "$name" TOOL_CMD "$@"
 }
 
 # Makes a transcript comparable: the program path as invoked becomes the program name,
@@ -127,13 +125,46 @@ tools_summary() {
 	sed 's/^/    /' "$E2E_TMP/summary.differs" 2>/dev/null || true
 }
 
-# run_tool WHO NAME CASE ARGS...: runs the program to completion (stdin from /dev/null),
-# CASE.WHO.{out,err,rc}.
-run_tool() {
-	local who=$1 name=$2 case=$3
-	shift 3
+# tool_arg_case NAME CASE same|differs WHY ARGS...: runs both programs NAME (iproxy|
+# inetcat) with ARGS and no daemon (they exit before any connection) and compares the
+# transcripts. The usage text is our own wording: only its first line is kept.
+tool_arg_case() {
+	local name=$1 case=$2 expect=$3 why=$4 who
+	shift 4
+	for who in $(tools_whos); do
+		USBMUXD_SOCKET_ADDRESS=UNIX:$E2E_TMP/none run_tool "$who" "$name" "$case" "$@"
+		sed -i '/^Usage: /,$ { /^Usage: /!d }' "$E2E_TMP/$case.$who.out" "$E2E_TMP/$case.$who.err"
+	done
+	compare_tools "$case" "$expect" "$why"
+}
+
+# tool_expect_run NAME CASE STATUS STDOUT STDERR: our program NAME's result of CASE: the
+# exit status, the first line of stdout and the first two of stderr (there with the
+# program path as invoked replaced by NAME).
+tool_expect_run() {
+	local name=$1 case=$2 path=$OUR_IPROXY
+	[ "$name" = inetcat ] && path=$OUR_INETCAT
+	expect_status "$case" "$(cat "$E2E_TMP/$case.ours.rc")" "$3"
+	expect_eq "$case stdout" "$(head -n1 "$E2E_TMP/$case.ours.out")" "$4"
+	expect_eq "$case stderr" "$(sed "s#$path#$name#g" "$E2E_TMP/$case.ours.err" | head -n2)" "$5"
+}
+
+# run_tool WHO NAME CASE ARGS...: runs the program to completion (stdin from /dev/null,
+# at most E2E_TIMEOUT seconds), CASE.WHO.{out,err,rc}.
+run_tool() { run_tool_from /dev/null "$@"; }
+
+# run_tool_from INFILE WHO NAME CASE ARGS...: run_tool with stdin from INFILE.
+run_tool_from() {
+	local in=$1 who=$2 name=$3 case=$4
+	shift 4
 	tool_cmd "$who" "$name"
-	run_capture "$case.$who" "${TOOL_CMD[@]}" "$@"
+	run_capture_from "$in" "$case.$who" timeout "$E2E_TIMEOUT" "${TOOL_CMD[@]}" "$@"
+}
+
+# digest_out CASE WHO: CASE.WHO.out moved to CASE.WHO.raw, its digest in its place.
+digest_out() {
+	mv "$E2E_TMP/$1.$2.out" "$E2E_TMP/$1.$2.raw"
+	digest "$E2E_TMP/$1.$2.raw" >"$E2E_TMP/$1.$2.out"
 }
 
 # Lines of iproxy's transcript (NAME.out/err) into CASE.WHO.out/err for compare_tools,
@@ -145,41 +176,22 @@ keep_transcript() {
 	done
 }
 
-# Waits until iproxy has only its listening sockets left (lib.sh's iproxy_idle, robust
-# against descriptors closing while /proc/PID/fd is read, which thousands of closing
-# connections make likely).
-tools_idle() {
-	local limit=${1:-20} start=$SECONDS count
-	while :; do
-		count=$( (find "/proc/$IPROXY_PID/fd" -lname 'socket:*' 2>/dev/null || true) | wc -l)
-		[ "$count" -eq "$IPROXY_LISTENERS" ] && return 0
-		if ((SECONDS - start >= limit)); then
-			echo "process $IPROXY_PID has $count sockets open, expected $IPROXY_LISTENERS" >&2
-			return 1
-		fi
-		sleep 0.02
-	done
-}
+# tools_idle [SECONDS]: lib.sh's iproxy_idle with a longer default limit (20 s: thousands
+# of connections may be closing).
+tools_idle() { wait_for_sockets "$IPROXY_PID" "$IPROXY_LISTENERS" "${1:-20}"; }
 
 # tools_inetcat_feed WHO CASE INFILE NBYTES [WINDOW] -- ARGS...: runs that inetcat, its
 # stdin fed from INFILE and kept open until NBYTES came out on stdout (client.py feed;
 # WINDOW bounds the bytes in flight: 2.0.2 writes to the socket once and drops what does
 # not fit). CASE.WHO.out holds the size and SHA-256 of the output, .err and .rc the rest.
 tools_inetcat_feed() {
-	local who=$1 case=$2 in=$3 n=$4 window=
-	shift 4
-	if [ "$1" != -- ]; then
-		window=$1
-		shift
-	fi
-	shift
+	local who=$1 case=$2 rc=0
+	shift 2
 	tool_cmd "$who" inetcat
-	local raw=$E2E_TMP/$case.$who.raw rc=0
-	: >"$raw"
-	tcp_client feed "$in" "$raw" "$n" $window |
-		timeout "$E2E_TIMEOUT" "${TOOL_CMD[@]}" "$@" >"$raw" 2>"$E2E_TMP/$case.$who.err" || rc=$?
+	local cmd=(timeout "$E2E_TIMEOUT" "${TOOL_CMD[@]}")
+	feed_run "$E2E_TMP/$case.$who.raw" "$E2E_TMP/$case.$who.err" cmd "$@" || rc=$?
 	echo "$rc" >"$E2E_TMP/$case.$who.rc"
-	digest "$raw" >"$E2E_TMP/$case.$who.out"
+	digest "$E2E_TMP/$case.$who.raw" >"$E2E_TMP/$case.$who.out"
 }
 
 # "<size> <sha256>" of a file.

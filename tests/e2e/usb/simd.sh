@@ -63,43 +63,19 @@ simd_start() {
 	[ -n "${USBMUX_SIMD:-}" ] && [ -x "$USBMUX_SIMD" ] || simd_find
 	SIMD_SEQ=$((SIMD_SEQ + 1))
 	SIMD_DIR=$E2E_TMP/simd.$SIMD_SEQ
-	mkdir -p "$SIMD_DIR"
-	mkfifo "$SIMD_DIR/in" "$SIMD_DIR/out"
 	SIMD_SOCK=${SIMD_SOCKET:-$SIMD_DIR/simbus.sock}
-	"$USBMUX_SIMD" --socket "$SIMD_SOCK" "$@" <"$SIMD_DIR/in" >"$SIMD_DIR/out" 2>"$SIMD_DIR/stderr" &
-	SIMD_PID=$!
-	echo "$SIMD_PID" >>"$E2E_PIDS_FILE"
-	exec {SIMD_IN}<>"$SIMD_DIR/in" {SIMD_OUT}<>"$SIMD_DIR/out"
-	local line
-	if ! IFS= read -r -t 10 -u "$SIMD_OUT" line || [[ $line != "READY "* ]]; then
-		echo "usbmux-simd did not start (got '${line:-}'):" >&2
-		cat "$SIMD_DIR/stderr" >&2
-		e2e_abort "simulator failed to start"
-	fi
+	local rc=0
+	ctl_start usbmux-simd "$SIMD_DIR" "$USBMUX_SIMD" --socket "$SIMD_SOCK" "$@" || rc=$?
+	SIMD_PID=$CTL_PID SIMD_IN=$CTL_IN SIMD_OUT=$CTL_OUT
+	[ $rc -eq 0 ] || e2e_abort "simulator failed to start"
 	export USBMUXD_BACKEND=usb
-	export USBMUXD_SIMBUS=${line#READY }
+	export USBMUXD_SIMBUS=$CTL_READY
 	export USBMUXD_PAIR_RECORD_DIR=$E2E_TMP/lockdown
 	# Nothing may reach a daemon: the forced USB backend ignores this address.
 	export USBMUXD_SOCKET_ADDRESS=UNIX:$E2E_TMP/no-daemon-here.sock
 }
 
-simd_cmd() {
-	local line
-	SIMD_REPLY=()
-	printf '%s\n' "$*" >&"$SIMD_IN"
-	while IFS= read -r -t 10 -u "$SIMD_OUT" line; do
-		SIMD_REPLY+=("$line")
-		case $line in
-		OK | "OK "*) return 0 ;;
-		ERR*)
-			echo "usbmux-simd: '$*' -> $line" >&2
-			return 1
-			;;
-		esac
-	done
-	echo "usbmux-simd: no reply to '$*'" >&2
-	return 1
-}
+simd_cmd() { ctl_cmd usbmux-simd "$SIMD_IN" "$SIMD_OUT" SIMD_REPLY "$@"; }
 
 simd_bus_id() {
 	simd_cmd list
@@ -112,16 +88,13 @@ simd_wait_open() { simd_wait_state "$1" yes; }
 # open by at most one host (like a claimed USB interface): one program's USB backend at
 # a time, so a script stops one program before the next may see the device.
 simd_wait_state() {
-	local start=$SECONDS
-	while :; do
-		simd_cmd list
-		printf '%s\n' "${SIMD_REPLY[@]}" | grep -q "^DEVICE .* udid=$1 .* open=$2" && return 0
-		if ((SECONDS - start >= 10)); then
-			echo "device $1 not open=$2 within 10 s" >&2
-			return 1
-		fi
-		sleep 0.02
-	done
+	poll_until 10 simd_state_is "$1" "$2" && return 0
+	echo "device $1 not open=$2 within 10 s" >&2
+	return 1
+}
+simd_state_is() {
+	simd_cmd list || return 1
+	printf '%s\n' "${SIMD_REPLY[@]}" | grep -q "^DEVICE .* udid=$1 .* open=$2"
 }
 
 # Plugs the device in unless it is (e.g. after a failed check that unplugged it).
@@ -167,16 +140,7 @@ simd_wait_stalled() {
 
 simd_kill() {
 	if [ -n "$SIMD_PID" ]; then
-		printf 'quit\n' >&"$SIMD_IN" 2>/dev/null || true
-		local i
-		for i in $(seq 100); do
-			kill -0 "$SIMD_PID" 2>/dev/null || break
-			sleep 0.02
-		done
-		kill "$SIMD_PID" 2>/dev/null || true
-		wait "$SIMD_PID" 2>/dev/null || true
-		forget_pid "$SIMD_PID"
-		exec {SIMD_IN}>&- {SIMD_OUT}<&-
+		ctl_stop "$SIMD_PID" "$SIMD_IN" "$SIMD_OUT" 100
 		SIMD_PID=
 	fi
 }
@@ -193,16 +157,15 @@ run_lines() {
 }
 
 wait_listed() {
-	local udid=$1 n=${2:-1} start=$SECONDS count
-	while :; do
-		count=$(ours idevice_id -l 2>/dev/null | grep -cFx -- "$udid") || true
-		[ "${count:-0}" -eq "$n" ] && return 0
-		if ((SECONDS - start >= 10)); then
-			echo "idevice_id -l lists $udid $count time(s), expected $n" >&2
-			return 1
-		fi
-		sleep 0.02
-	done
+	local udid=$1 n=${2:-1}
+	poll_until 10 listed_times_is "$udid" "$n" && return 0
+	echo "idevice_id -l lists $udid $POLL_GOT time(s), expected $n" >&2
+	return 1
+}
+# Whether `idevice_id -l` lists UDID N times (POLL_GOT: how many).
+listed_times_is() {
+	POLL_GOT=$(ours idevice_id -l 2>/dev/null | grep -cFx -- "$1") || true
+	[ "${POLL_GOT:-0}" -eq "$2" ]
 }
 
 expect_same_lines() {
@@ -222,18 +185,16 @@ socket_counts() {
 # listening TCP sockets and at most those two UNIX sockets (a forwarded connection's
 # socket pair left open would be a third and fourth).
 usb_iproxy_idle() {
-	local start=$SECONDS tcp unix
-	while :; do
-		read -r tcp unix < <(socket_counts "$IPROXY_PID")
-		((tcp == IPROXY_LISTENERS && unix <= 2)) && return 0
-		if ((SECONDS - start >= 10)); then
-			echo "iproxy has $tcp TCP sockets (expected $IPROXY_LISTENERS) and $unix UNIX sockets (expected <= 2)" >&2
-			return 1
-		fi
-		sleep 0.02
-	done
+	poll_until 10 usb_iproxy_idle_now && return 0
+	local tcp unix
+	read -r tcp unix <<<"$POLL_GOT"
+	echo "iproxy has $tcp TCP sockets (expected $IPROXY_LISTENERS) and $unix UNIX sockets (expected <= 2)" >&2
+	return 1
+}
+usb_iproxy_idle_now() {
+	local tcp unix
+	read -r tcp unix < <(socket_counts "$IPROXY_PID")
+	POLL_GOT="$tcp $unix"
+	((tcp == IPROXY_LISTENERS && unix <= 2))
 }
 
-# The USB-backend scripts' own TCP clients (tests/e2e/usb/client.py).
-usb_client() { timeout 60 python3 "$E2E_DIR/usb/client.py" "$@"; }
-usb_client_bg() { bg_start timeout 60 python3 "$E2E_DIR/usb/client.py" "$@"; }
