@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Debian's iproxy (libusbmuxd-tools 2.0.2), unchanged, on OUR library's in-process USB
-# backend against a simulated iPhone on usbmux-simd's bus (no daemon):
-#   * the running iproxy maps our library;
+# iproxy on OUR library's in-process USB backend against a simulated iPhone on
+# usbmux-simd's bus (no daemon). Every case runs twice: with Debian's iproxy
+# (libusbmuxd-tools 2.0.2, unchanged) on our libusbmuxd-2.0.so.6, and with our own
+# iproxy (tools/, on the library's Rust API):
+#   * the running Debian iproxy maps our library;
 #   * PORT:7 (echo): 8 MiB echoed byte-exact; 4 parallel clients of 2 MiB; a slow reader
 #     (0.2 s stall per MiB: below iproxy 2.0.2's 1 s send limit, past which iproxy itself
 #     drops data, tools.md §1.6);
@@ -20,9 +22,21 @@
 #     exactly N bytes of the pattern, then EOF.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$E2E_DIR/usb/simd.sh"
+source "$E2E_DIR/tools.bash"
 e2e_init usb-iproxy
 e2e_require_programs iproxy
-command -v stdbuf >/dev/null || e2e_abort "stdbuf (coreutils) is required"
+tools_init
+
+# usb_iproxy_start WHO NAME ARGS...: Debian's iproxy on our library (WHO=debian) or ours,
+# its output in $E2E_TMP/NAME.WHO.{out,err} ($IPROXY_NAME).
+usb_iproxy_start() {
+	local who=$1 name=$2
+	shift 2
+	local cmd=(env LD_LIBRARY_PATH="$BUILD_DIR" stdbuf -oL iproxy)
+	if [ "$who" = ours ]; then cmd=("$OUR_IPROXY"); fi
+	iproxy_spawn "$name.$who" cmd "$@"
+	if [ "$who" = debian ]; then assert_process_uses_ours "$IPROXY_PID"; fi
+}
 
 UDID=00008030-001A2B3C4D5E6F70
 MIB=1048576
@@ -38,8 +52,7 @@ closed_stats() {
 }
 
 t_roundtrip() {
-	iproxy_start "$BUILD_DIR" roundtrip PORT:7
-	assert_process_uses_ours "$IPROXY_PID"
+	usb_iproxy_start "$1" roundtrip PORT:7
 	tcp_client echo 127.0.0.1 "$IPROXY_PORT" $((8 * MIB))
 	usb_iproxy_idle
 	tcp_client parallel 127.0.0.1 "$IPROXY_PORT" 4 $((2 * MIB))
@@ -47,43 +60,45 @@ t_roundtrip() {
 	tcp_client echo 127.0.0.1 "$IPROXY_PORT" $((4 * MIB)) slow
 	usb_iproxy_idle
 	iproxy_alive
-	expect_line "$E2E_TMP/roundtrip.out" "Requesting connecion to USB device handle 1 (serial: $UDID), port 7"
+	# (2.0.2 spells it "connecion".)
+	grep -Eqx "Requesting connect?ion to USB device handle 1 \(serial: $UDID\), port 7" "$E2E_TMP/$IPROXY_NAME.out"
 }
-check "iproxy PORT:7: 8 MiB echoed byte-exact, 4 parallel clients, a slow reader" t_roundtrip
 
 t_source() {
-	iproxy_start "$BUILD_DIR" source PORT:19
+	usb_iproxy_start "$1" source PORT:19
 	tcp_client source 127.0.0.1 "$IPROXY_PORT" "$MIB"
 	usb_iproxy_idle
 	iproxy_alive
 	# One program's USB backend at a time holds the device: stop this iproxy first.
 	bg_stop "$IPROXY_PID"
 	simd_wait_state "$UDID" no
-	iproxy_start "$BUILD_DIR" source-slow PORT:5020
+	usb_iproxy_start "$1" source-slow PORT:5020
 	tcp_client source-slow 127.0.0.1 "$IPROXY_PORT" $((4 * MIB)) 1000 $((512 * 1024)) 0.1
 	usb_iproxy_idle
 	iproxy_alive
 }
-check "iproxy PORT:19: 1 MiB of the source pattern then EOF; 4 MiB read slowly in 1000-byte pieces" t_source
 
 t_refused() {
-	iproxy_start "$BUILD_DIR" refused PORT:1234
+	usb_iproxy_start "$1" refused PORT:1234
 	tcp_client closed 127.0.0.1 "$IPROXY_PORT"
 	usb_iproxy_idle
 	iproxy_alive
-	grep -Eqx 'Error connecting to device: (Success|Connection refused)' "$E2E_TMP/refused.err"
+	# 2.0.2 prints errno's text where 2.1.1 (and ours) print the cause.
+	local want='Error connecting to device: Connection refused'
+	if [ "$1" = debian ]; then want='Error connecting to device: (Success|Connection refused)'; fi
+	grep -Eqx "$want" "$E2E_TMP/$IPROXY_NAME.err"
 }
-check "refused device port: client closed, 'Error connecting to device', iproxy keeps running" t_refused
 
-# cut_test NAME PORT MODE AFTER [STALL]: the client streams through iproxy; after AFTER
+# cut_test WHO NAME PORT MODE AFTER [STALL]: the client streams through iproxy; after AFTER
 # bytes the device is unplugged (with STALL: once the client has stopped reading and the
 # device is stopped by flow control; the client reads on at most STALL s later); checks
 # the client's result against the simulator's counters, then that iproxy copes without
 # the device and with it back.
 cut_test() {
-	local name=$1 port=$2 mode=$3 after=$4 stall=${5:-} ready=$E2E_TMP/$1.streaming go=$E2E_TMP/$1.go
+	local who=$1 name=$2.$1 port=$3 mode=$4 after=$5 stall=${6:-}
+	local ready=$E2E_TMP/$name.streaming go=$E2E_TMP/$name.go
 	simd_ensure_plugged "$UDID"
-	iproxy_start "$BUILD_DIR" "$name" "PORT:$port"
+	usb_iproxy_start "$who" "$2" "PORT:$port"
 	tcp_client_bg "$mode" 127.0.0.1 "$IPROXY_PORT" "$ready" "$after" ${stall:+"$stall" "$go"} >"$E2E_TMP/$name.client"
 	local client=$BG_PID rc=0 stalled=
 	wait_for_line "$ready" STREAMING
@@ -107,7 +122,7 @@ cut_test() {
 	# connection down, dropping what was still on its way to the client (its own race;
 	# the C test test_usb_backend checks the library's side of this exactly).
 	local lower=$acked
-	if [ "$port" = 7 ]; then lower=0; fi
+	if [ "$port" = 7 ] && [ "$who" = debian ]; then lower=0; fi
 	if ((got < lower)) || ((got > sent)); then
 		echo "the client got $got bytes; the device had $acked of its $sent bytes acknowledged" >&2
 		return 1
@@ -136,35 +151,39 @@ cut_test() {
 	fi
 	usb_iproxy_idle
 	iproxy_alive
-	expect_line "$E2E_TMP/$name.out" "No connected device found, terminating."
+	expect_line "$E2E_TMP/$IPROXY_NAME.out" "No connected device found, terminating."
 }
 
-t_unplug_echo() { cut_test unplug-echo 7 echo-cut $((2 * MIB)); }
-check "device unplugged mid-transfer (echo): the client gets a prefix of its stream, then EOF" t_unplug_echo
-
-t_unplug_source() { cut_test unplug-source 5019 source-cut $((2 * MIB)); }
-check "device unplugged mid-transfer (source): a prefix of the pattern, >= what the device saw acknowledged, then EOF" t_unplug_source
-
-t_unplug_behind() { cut_test unplug-behind 5019 source-cut $((2 * MIB)) 0.8; }
-check "device unplugged while the reader is behind: every byte the device sent still arrives, then EOF" t_unplug_behind
+t_unplug_echo() { cut_test "$1" unplug-echo 7 echo-cut $((2 * MIB)); }
+t_unplug_source() { cut_test "$1" unplug-source 5019 source-cut $((2 * MIB)); }
+t_unplug_behind() { cut_test "$1" unplug-behind 5019 source-cut $((2 * MIB)) 0.8; }
 
 t_reset() {
-	local n=300000 ready=$E2E_TMP/reset.streaming
+	local n=300000 ready=$E2E_TMP/reset.$1.streaming
 	simd_ensure_plugged "$UDID"
 	simd_cmd "misbehave $UDID reset-after $n port=5019 simulated failure"
-	iproxy_start "$BUILD_DIR" reset PORT:5019
-	tcp_client source-cut 127.0.0.1 "$IPROXY_PORT" "$ready" 1000 >"$E2E_TMP/reset.client"
-	cat "$E2E_TMP/reset.client"
-	grep -q "^source-cut: $n bytes, pattern intact" "$E2E_TMP/reset.client"
+	usb_iproxy_start "$1" reset PORT:5019
+	tcp_client source-cut 127.0.0.1 "$IPROXY_PORT" "$ready" 1000 >"$E2E_TMP/$IPROXY_NAME.client"
+	cat "$E2E_TMP/$IPROXY_NAME.client"
+	grep -q "^source-cut: $n bytes, pattern intact" "$E2E_TMP/$IPROXY_NAME.client"
 	# Slow reader: behind by far more than N when the RST comes.
-	tcp_client source-cut 127.0.0.1 "$IPROXY_PORT" "$ready.slow" 1000 0.5 >"$E2E_TMP/reset.slow"
-	cat "$E2E_TMP/reset.slow"
-	grep -q "^source-cut: $n bytes, pattern intact" "$E2E_TMP/reset.slow"
+	tcp_client source-cut 127.0.0.1 "$IPROXY_PORT" "$ready.slow" 1000 0.5 >"$E2E_TMP/$IPROXY_NAME.slow"
+	cat "$E2E_TMP/$IPROXY_NAME.slow"
+	grep -q "^source-cut: $n bytes, pattern intact" "$E2E_TMP/$IPROXY_NAME.slow"
 	simd_cmd "misbehave $UDID clear"
 	usb_iproxy_idle
 	iproxy_alive
 	grep -q "cause: DeviceReset(Injected(\"simulated failure\"))" "$SIMD_DIR/stderr"
 }
-check "RST in mid-stream after N bytes: the client gets exactly N bytes of the pattern, then EOF" t_reset
+
+for who in debian ours; do
+	check "$who iproxy PORT:7: 8 MiB echoed byte-exact, 4 parallel clients, a slow reader" t_roundtrip "$who"
+	check "$who iproxy PORT:19: 1 MiB of the source pattern then EOF; 4 MiB read slowly in 1000-byte pieces" t_source "$who"
+	check "$who iproxy, refused device port: client closed, 'Error connecting to device', iproxy keeps running" t_refused "$who"
+	check "$who iproxy, device unplugged mid-transfer (echo): the client gets a prefix of its stream, then EOF" t_unplug_echo "$who"
+	check "$who iproxy, device unplugged mid-transfer (source): a prefix of the pattern, >= what the device saw acknowledged, then EOF" t_unplug_source "$who"
+	check "$who iproxy, device unplugged while the reader is behind: every byte the device sent still arrives, then EOF" t_unplug_behind "$who"
+	check "$who iproxy, RST in mid-stream after N bytes: the client gets exactly N bytes of the pattern, then EOF" t_reset "$who"
+done
 
 e2e_finish

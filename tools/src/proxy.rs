@@ -48,6 +48,11 @@ const LISTEN_BACKLOG: i32 = 4096;
 pub const MAX_SETUP_THREADS: usize = 8;
 /// Pause of accepting after running out of descriptors or memory.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How long a connection whose device side is gone waits for the client's EOF once all
+/// the device's bytes and the EOF are handed to the client's socket: closing earlier
+/// while the client still writes would answer its bytes with a reset, which can discard
+/// what it has not read yet.
+const LINGER: Duration = Duration::from_secs(5);
 
 const WAKER_TOKEN: u64 = u64::MAX;
 const LISTENER_BIT: u64 = 1 << 62;
@@ -189,11 +194,27 @@ struct Dir {
     eof: bool,
     /// The EOF has been passed on (`shutdown(SHUT_WR)` of the destination).
     shut: bool,
+    /// The destination failed (client → device: the device is gone): what the source
+    /// still sends is read and dropped, so the other direction can finish.
+    broken: bool,
 }
 
 impl Dir {
     fn finished(&self) -> bool {
-        self.shut && self.start == self.end && self.in_pipe == 0
+        self.shut && self.start == self.end && self.in_pipe == 0 && (!self.broken || self.eof)
+    }
+
+    /// The destination failed: drops the bytes in flight; from now on the source is
+    /// drained into the buffer.
+    fn break_off(&mut self, pools: &mut Pools) {
+        self.broken = true;
+        self.shut = true;
+        self.start = 0;
+        self.end = 0;
+        // A pipe with bytes in it is closed, not reused.
+        self.in_pipe = 0;
+        self.pipe = None;
+        pools.put_buf(self.buf.take());
     }
 
     /// Gives the pipe and buffer back (the pipe only if empty).
@@ -224,6 +245,9 @@ struct Conn {
     /// Per direction: whether to splice (the source is a TCP socket).
     splice: [bool; 2],
     queued: bool,
+    /// Set once the device side is gone and everything from it is handed to the client:
+    /// the connection closes at the client's EOF or at this time.
+    linger_until: Option<Instant>,
 }
 
 const SPLICE_FLAGS: SpliceFlags = SpliceFlags::NONBLOCK.union(SpliceFlags::MOVE);
@@ -262,6 +286,7 @@ fn pump_dir(conn: &mut Conn, d: usize, pools: &mut Pools) -> Result<Flow, ()> {
                         return Err(());
                     }
                 }
+                Err(_) if d == 0 => dir.break_off(pools),
                 Err(_) => return Err(()),
             }
             continue;
@@ -284,6 +309,7 @@ fn pump_dir(conn: &mut Conn, d: usize, pools: &mut Pools) -> Result<Flow, ()> {
                     return Ok(Flow::Idle);
                 }
                 Err(Errno::INTR) => {}
+                Err(_) if d == 0 => dir.break_off(pools),
                 Err(_) => return Err(()),
             }
             continue;
@@ -304,6 +330,18 @@ fn pump_dir(conn: &mut Conn, d: usize, pools: &mut Pools) -> Result<Flow, ()> {
         }
         if moved >= BYTES_PER_TURN {
             return Ok(Flow::More);
+        }
+        if dir.broken {
+            let buf = dir.buf.get_or_insert_with(|| pools.get_buf());
+            match recv(fds[src], &mut buf[..], RecvFlags::empty()) {
+                Ok((0, _)) => dir.eof = true,
+                // Dropped: its destination is gone.
+                Ok((n, _)) => moved += n,
+                Err(Errno::AGAIN) => ready[src].readable = false,
+                Err(Errno::INTR) => {}
+                Err(_) => return Err(()),
+            }
+            continue;
         }
         if dir.pipe.is_none() && dir.buf.is_none() && conn.splice[d] {
             dir.pipe = pools.get_pipe();
@@ -335,6 +373,9 @@ fn pump_dir(conn: &mut Conn, d: usize, pools: &mut Pools) -> Result<Flow, ()> {
             }
             Err(Errno::AGAIN) => ready[src].readable = false,
             Err(Errno::INTR) => {}
+            // The device connection failed (e.g. reset after its last bytes): the client
+            // gets an EOF after everything read before, as for a close.
+            Err(_) if d == 1 => dir.eof = true,
             Err(_) => return Err(()),
         }
     }
@@ -471,6 +512,9 @@ pub struct Proxy {
     /// "New connection" lines are out (so those precede the setup threads' lines).
     accepted: Vec<Job>,
     accept_paused_until: Option<Instant>,
+    /// Slots of connections with a `linger_until` (entries of closed ones are dropped
+    /// when found).
+    lingering: Vec<usize>,
 }
 
 impl Proxy {
@@ -505,6 +549,7 @@ impl Proxy {
             out: String::new(),
             accepted: Vec::new(),
             accept_paused_until: None,
+            lingering: Vec::new(),
         })
     }
 
@@ -524,7 +569,8 @@ impl Proxy {
             let timeout = if !self.again.is_empty() {
                 Some(Duration::ZERO)
             } else {
-                self.accept_paused_until.map(|t| t.saturating_duration_since(Instant::now()))
+                let next = self.accept_paused_until.into_iter().chain(self.linger_deadlines()).min();
+                next.map(|t| t.saturating_duration_since(Instant::now()))
             };
             let timeout = timeout.map(|d| {
                 rustix::event::Timespec::try_from(d).unwrap_or(rustix::event::Timespec { tv_sec: i64::MAX, tv_nsec: 0 })
@@ -563,6 +609,9 @@ impl Proxy {
             if self.accept_paused_until.is_some_and(|t| Instant::now() >= t) {
                 self.resume_accepting();
             }
+            if !self.lingering.is_empty() {
+                self.end_lingering();
+            }
             for slot in std::mem::take(&mut self.again) {
                 if let Some(c) = self.conns[slot].as_mut() {
                     c.queued = false;
@@ -588,6 +637,7 @@ impl Proxy {
                         dirs: [Dir::default(), Dir::default()],
                         splice: [true, false],
                         queued: false,
+                        linger_until: None,
                     });
                     self.out.push_str(&format!(
                         "New connection for {}->{}, fd = {raw}\nwaiting for connection\n",
@@ -633,6 +683,23 @@ impl Proxy {
                 epoll::EventData::new_u64(LISTENER_BIT | i as u64),
                 epoll::EventFlags::IN,
             );
+        }
+    }
+
+    /// When the lingering connections are due.
+    fn linger_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.lingering.iter().filter_map(|&slot| self.conns[slot].as_ref().and_then(|c| c.linger_until))
+    }
+
+    /// Closes the lingering connections that are due; forgets those already closed.
+    fn end_lingering(&mut self) {
+        let now = Instant::now();
+        for slot in std::mem::take(&mut self.lingering) {
+            match self.conns[slot].as_ref().and_then(|c| c.linger_until) {
+                Some(t) if t <= now => self.close(slot),
+                Some(_) => self.lingering.push(slot),
+                None => {}
+            }
         }
     }
 
@@ -709,7 +776,15 @@ impl Proxy {
         }
         if c.dirs[0].finished() && c.dirs[1].finished() {
             self.close(slot);
-        } else if more && !c.queued {
+            return;
+        }
+        if c.dirs[0].broken && c.dirs[1].finished() && c.linger_until.is_none() {
+            // Device gone, all its bytes and the EOF handed to the client, which still
+            // writes: wait for its EOF, LINGER at most.
+            c.linger_until = Some(Instant::now() + LINGER);
+            self.lingering.push(slot);
+        }
+        if more && !c.queued {
             c.queued = true;
             self.again.push(slot);
         }
