@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Debian's inetcat (libusbmuxd-tools 2.0.2), unchanged, on OUR library's in-process USB
-# backend against a simulated iPhone on usbmux-simd's bus (no daemon):
+# inetcat on OUR library's in-process USB backend against a simulated iPhone on
+# usbmux-simd's bus (no daemon). Every case runs twice: with Debian's inetcat
+# (libusbmuxd-tools 2.0.2, unchanged) on our libusbmuxd-2.0.so.6, and with our own
+# inetcat (tools/, on the library's Rust API):
 #   * `inetcat 7` (echo): a line comes back; 3 MiB of random data come back byte-exact
 #     (fed at most 64 KiB ahead of the echo: inetcat drops what the non-blocking device
 #     socket does not take, tools.md §2.4 -- with any library);
@@ -10,8 +12,21 @@
 #   * refused port, unknown UDID, no device: the tool's message and status 1.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$E2E_DIR/usb/simd.sh"
+source "$E2E_DIR/tools.bash"
 e2e_init usb-inetcat
 e2e_require_programs inetcat
+tools_init
+
+# usb_inetcat_feed WHO NAME INFILE NBYTES [WINDOW] -- ARGS...: inetcat_feed with Debian's
+# inetcat on our library (WHO=debian) or ours; output in $E2E_TMP/NAME.WHO.{out,err,rc}.
+usb_inetcat_feed() {
+	local who=$1 name=$2.$1 rc=0
+	shift 2
+	local cmd=(with_lib "$BUILD_DIR" inetcat)
+	if [ "$who" = ours ]; then cmd=(timeout "$E2E_TIMEOUT" "$OUR_INETCAT"); fi
+	feed_run "$E2E_TMP/$name.out" "$E2E_TMP/$name.err" cmd "$@" || rc=$?
+	echo "$rc" >"$E2E_TMP/$name.rc"
+}
 
 UDID=00008030-001A2B3C4D5E6F70
 UDID2=00008101-000A1B2C3D4E5F60
@@ -35,35 +50,32 @@ PY
 
 t_hello() {
 	printf 'hello through inetcat over USB\n' >"$E2E_TMP/hello"
-	inetcat_feed "$BUILD_DIR" hello "$E2E_TMP/hello" 31 -- 7
-	expect_eq "echo" "$(cat "$E2E_TMP/hello.out")" "hello through inetcat over USB"
-	expect_status "inetcat 7" "$(cat "$E2E_TMP/hello.rc")" 0
-	expect_eq "stderr" "$(cat "$E2E_TMP/hello.err")" ""
+	usb_inetcat_feed "$1" hello "$E2E_TMP/hello" 31 -- 7
+	expect_eq "echo" "$(cat "$E2E_TMP/hello.$1.out")" "hello through inetcat over USB"
+	expect_status "inetcat 7" "$(cat "$E2E_TMP/hello.$1.rc")" 0
+	expect_eq "stderr" "$(cat "$E2E_TMP/hello.$1.err")" ""
 }
-check "inetcat 7: a line is echoed, exit 0" t_hello
 
 t_large() {
 	tcp_client random "$E2E_TMP/large" $((3 * MIB))
-	inetcat_feed "$BUILD_DIR" large "$E2E_TMP/large" $((3 * MIB)) 65536 -- 7
-	cmp "$E2E_TMP/large" "$E2E_TMP/large.out"
-	expect_status "inetcat 7" "$(cat "$E2E_TMP/large.rc")" 0
+	usb_inetcat_feed "$1" large "$E2E_TMP/large" $((3 * MIB)) 65536 -- 7
+	cmp "$E2E_TMP/large" "$E2E_TMP/large.$1.out"
+	expect_status "inetcat 7" "$(cat "$E2E_TMP/large.$1.rc")" 0
 }
-check "inetcat 7: 3 MiB of random data echoed byte-exact" t_large
 
 t_source() {
-	inetcat_feed "$BUILD_DIR" source "$EMPTY" "$MIB" -- 19
-	pattern_ok "$E2E_TMP/source.out" "$MIB"
-	expect_status "inetcat 19" "$(cat "$E2E_TMP/source.rc")" 0
+	usb_inetcat_feed "$1" source "$EMPTY" "$MIB" -- 19
+	pattern_ok "$E2E_TMP/source.$1.out" "$MIB"
+	expect_status "inetcat 19" "$(cat "$E2E_TMP/source.$1.rc")" 0
 }
-check "inetcat 19: 1 MiB of the pattern byte % 251 from the device, then exit 0" t_source
 
 t_udid() {
 	simd_cmd "plug $UDID2"
 	wait_listed "$UDID2"
 	simd_cmd "events $UDID" # forget the connections of the checks before
 	printf 'to the second device\n' >"$E2E_TMP/second"
-	inetcat_feed "$BUILD_DIR" udid "$E2E_TMP/second" 21 -- -u "$UDID2" 7
-	expect_eq "echo" "$(cat "$E2E_TMP/udid.out")" "to the second device"
+	usb_inetcat_feed "$1" udid "$E2E_TMP/second" 21 -- -u "$UDID2" 7
+	expect_eq "echo" "$(cat "$E2E_TMP/udid.$1.out")" "to the second device"
 	# The simulator saw the connection on that device, not on the first one.
 	simd_cmd "events $UDID2"
 	printf '%s\n' "${SIMD_REPLY[@]}" | grep -q "^EVENT Accepted { .*device_port: 7 }"
@@ -75,42 +87,54 @@ t_udid() {
 	simd_cmd "unplug $UDID2"
 	wait_listed "$UDID2" 0
 }
-check "inetcat -u UDID 7 talks to that device" t_udid
 
 t_reset() {
 	local n=300000
 	simd_cmd "misbehave $UDID reset-after $n port=19 simulated failure"
-	inetcat_feed "$BUILD_DIR" reset "$EMPTY" "$n" -- 19
+	usb_inetcat_feed "$1" reset "$EMPTY" "$n" -- 19
 	simd_cmd "misbehave $UDID clear"
-	pattern_ok "$E2E_TMP/reset.out" "$n"
-	expect_status "inetcat 19 (reset after $n bytes)" "$(cat "$E2E_TMP/reset.rc")" 0
+	pattern_ok "$E2E_TMP/reset.$1.out" "$n"
+	expect_status "inetcat 19 (reset after $n bytes)" "$(cat "$E2E_TMP/reset.$1.rc")" 0
 	simd_cmd "events $UDID"
 	printf '%s\n' "${SIMD_REPLY[@]}" | grep -q 'cause: DeviceReset(Injected("simulated failure"))'
 }
-check "inetcat 19 with an RST after 300000 bytes: exactly those bytes, exit 0" t_reset
 
 t_refused() {
-	inetcat_feed "$BUILD_DIR" refused "$EMPTY" 0 -- 1234
-	expect_status "inetcat 1234" "$(cat "$E2E_TMP/refused.rc")" 1
-	expect_eq "stdout" "$(cat "$E2E_TMP/refused.out")" ""
-	grep -Eqx 'Error connecting to device: (Success|Connection refused)' "$E2E_TMP/refused.err"
+	usb_inetcat_feed "$1" refused "$EMPTY" 0 -- 1234
+	expect_status "inetcat 1234" "$(cat "$E2E_TMP/refused.$1.rc")" 1
+	expect_eq "stdout" "$(cat "$E2E_TMP/refused.$1.out")" ""
+	# 2.0.2 prints errno's text where 2.1.1 (and ours) print the cause.
+	local want='Error connecting to device: Connection refused'
+	if [ "$1" = debian ]; then want='Error connecting to device: (Success|Connection refused)'; fi
+	grep -Eqx "$want" "$E2E_TMP/refused.$1.err"
 }
-check "inetcat 1234 (nothing listens): 'Error connecting to device', exit 1" t_refused
 
 t_unknown() {
-	inetcat_feed "$BUILD_DIR" unknown "$EMPTY" 0 -- -u 00008030-00000000DEADBEEF 7
-	expect_eq "stderr" "$(cat "$E2E_TMP/unknown.err")" "No connected/matching device found, disconnecting client."
-	expect_status "inetcat -u <unknown>" "$(cat "$E2E_TMP/unknown.rc")" 1
+	usb_inetcat_feed "$1" unknown "$EMPTY" 0 -- -u 00008030-00000000DEADBEEF 7
+	expect_eq "stderr" "$(cat "$E2E_TMP/unknown.$1.err")" "No connected/matching device found, disconnecting client."
+	expect_status "inetcat -u <unknown>" "$(cat "$E2E_TMP/unknown.$1.rc")" 1
 }
-check "inetcat -u <unknown UDID>: message, exit 1" t_unknown
 
 t_no_device() {
 	simd_unplug_all
 	wait_listed "$UDID" 0
-	inetcat_feed "$BUILD_DIR" nodevice "$EMPTY" 0 -- 7
-	expect_eq "stderr" "$(cat "$E2E_TMP/nodevice.err")" "No connected device found, terminating."
-	expect_status "inetcat 7 (no device)" "$(cat "$E2E_TMP/nodevice.rc")" 1
+	usb_inetcat_feed "$1" nodevice "$EMPTY" 0 -- 7
+	expect_eq "stderr" "$(cat "$E2E_TMP/nodevice.$1.err")" "No connected device found, terminating."
+	expect_status "inetcat 7 (no device)" "$(cat "$E2E_TMP/nodevice.$1.rc")" 1
 }
-check "no device: 'No connected device found, terminating.', exit 1" t_no_device
+
+for who in debian ours; do
+	# The last case unplugs every device.
+	simd_ensure_plugged "$UDID"
+	wait_listed "$UDID"
+	check "$who inetcat 7: a line is echoed, exit 0" t_hello "$who"
+	check "$who inetcat 7: 3 MiB of random data echoed byte-exact" t_large "$who"
+	check "$who inetcat 19: 1 MiB of the pattern byte % 251 from the device, then exit 0" t_source "$who"
+	check "$who inetcat -u UDID 7 talks to that device" t_udid "$who"
+	check "$who inetcat 19 with an RST after 300000 bytes: exactly those bytes, exit 0" t_reset "$who"
+	check "$who inetcat 1234 (nothing listens): 'Error connecting to device', exit 1" t_refused "$who"
+	check "$who inetcat -u <unknown UDID>: message, exit 1" t_unknown "$who"
+	check "$who no device: 'No connected device found, terminating.', exit 1" t_no_device "$who"
+done
 
 e2e_finish
