@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, ToSocketAddrs};
 use std::process::Command;
 use std::time::Duration;
 use usbmuxd_testd::{darwin_sockaddr_in6, DaemonConfig, Service, ServiceServer, TestDaemon, TestDevice};
@@ -299,8 +299,14 @@ fn listening_addresses() {
         check_echo(&p, "::1", 100, 23);
         drop(p);
     }
-    let p = Iproxy::start(&addr, &["-s", "localhost", "PORT:7"]);
-    assert_eq!(p.sockets(), 1, "the first address of the name that binds");
+    // A name: only where "localhost" resolves (a bare chroot may have no /etc/hosts).
+    let resolves = ("localhost", 0u16).to_socket_addrs().is_ok_and(|mut a| a.any(|a| a.ip().is_loopback()));
+    if resolves {
+        let p = Iproxy::start(&addr, &["-s", "localhost", "PORT:7"]);
+        assert_eq!(p.sockets(), 1, "the first address of the name that binds");
+    } else {
+        eprintln!("note: \"localhost\" does not resolve here: -s with a host name not checked");
+    }
 }
 
 #[test]
