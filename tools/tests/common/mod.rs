@@ -119,8 +119,19 @@ impl Iproxy {
         let mut child = cmd.spawn().expect("start iproxy");
         let stdout = Lines::collect(child.stdout.take().unwrap());
         let stderr = Lines::collect(child.stderr.take().unwrap());
-        let p = Iproxy { child, port, stdout, stderr };
-        p.stdout.wait_for("waiting for connection");
+        let mut p = Iproxy { child, port, stdout, stderr };
+        // Listening, or a failure that names its cause (iproxy's exit status and stderr).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while p.stdout.count("waiting for connection") == 0 {
+            let exited = p.child.try_wait().unwrap();
+            if exited.is_some() || Instant::now() >= deadline {
+                // Let the reader threads take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                let how = exited.map_or("did not listen within 10 s".to_string(), |s| format!("exited ({s})"));
+                panic!("iproxy {args:?} {how}; stdout {:#?}, stderr {:#?}", p.stdout.all(), p.stderr.all());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         p
     }
 
