@@ -12,7 +12,10 @@
 //!   decodes to the same thing.
 #![no_main]
 
+mod rng;
+
 use libfuzzer_sys::fuzz_target;
+use rng::Rng;
 use usbmuxd::proto::{
     decode_daemon_message, decode_device_list, decode_request, msgtype, xml_to_dict, ClientInfo, DaemonMessage,
     FrameDecoder, Header, Request, HEADER_LEN, MAX_MESSAGE_LEN, MAX_UDID_LEN,
@@ -98,25 +101,6 @@ fn check_request_round_trip(request: &Request, tag: u32) {
             decode_request(&header, payload).unwrap_or_else(|e| panic!("re-encoded {request:?} does not decode: {e}"));
         assert_eq!(again.request.as_ref(), Some(request), "request round trip");
         assert_eq!(again.header.tag, tag);
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(data: &[u8]) -> Rng {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in data {
-            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        Rng(h | 1)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1) as u64) as usize
     }
 }
 

@@ -12,7 +12,10 @@
 //! The input is the packet/stream itself, so the seed corpus is simply real packets.
 #![no_main]
 
+mod rng;
+
 use libfuzzer_sys::fuzz_target;
+use rng::Rng;
 use usbmuxd::usbmux::codec::{
     HeaderFormat, MuxHeader, Packet, Reassembler, TcpHeader, LONG_HEADER_LEN, MAX_IN_PACKET, SHORT_HEADER_LEN,
     TCP_HEADER_LEN,
@@ -90,32 +93,6 @@ fn check_tcp_header(data: &[u8]) {
     assert_eq!(out[12], 0x50);
     assert_eq!(out[13..16], data[13..16]);
     assert_eq!(TcpHeader::decode(&out).expect("re-encoded TCP header decodes"), tcp);
-}
-
-/// A small deterministic generator seeded from the input, for the chunk sizes.
-struct Rng(u64);
-
-impl Rng {
-    fn new(data: &[u8]) -> Rng {
-        // FNV-1a over the input: any mutation changes the split pattern.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in data {
-            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        Rng(h | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 #[derive(Debug, Default, PartialEq)]
