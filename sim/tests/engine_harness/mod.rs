@@ -464,15 +464,7 @@ impl Driver {
     /// next timer of either side; with no timer either, `stall_rounds` idle rounds in a
     /// row fail the test with a description of every connection.
     pub fn run(&mut self) {
-        let mut idle = 0;
-        while !self.tasks.iter().all(Task::finished) {
-            if self.round() || self.link.advance_to_next_timer() {
-                idle = 0;
-            } else {
-                idle += 1;
-                assert!(idle < self.stall_rounds, "stalled after {} rounds:\n{}", self.rounds, self.describe());
-            }
-        }
+        assert!(self.run_until_stall(), "stalled after {} rounds:\n{}", self.rounds, self.describe());
         self.absorb_events();
         self.link.pump();
         self.check_device_events();
