@@ -26,15 +26,15 @@ source "$E2E_DIR/tools.bash"
 e2e_init usb-iproxy
 e2e_require_programs iproxy
 tools_init
+# Debian's iproxy runs on our library here.
+DEBIAN_TOOLS_LIB=$BUILD_DIR
 
 # usb_iproxy_start WHO NAME ARGS...: Debian's iproxy on our library (WHO=debian) or ours,
 # its output in $E2E_TMP/NAME.WHO.{out,err} ($IPROXY_NAME).
 usb_iproxy_start() {
 	local who=$1 name=$2
 	shift 2
-	local cmd=(env LD_LIBRARY_PATH="$BUILD_DIR" stdbuf -oL iproxy)
-	if [ "$who" = ours ]; then cmd=("$OUR_IPROXY"); fi
-	iproxy_spawn "$name.$who" cmd "$@"
+	tools_iproxy_start "$who" "$name.$who" "$@"
 	if [ "$who" = debian ]; then assert_process_uses_ours "$IPROXY_PID"; fi
 }
 

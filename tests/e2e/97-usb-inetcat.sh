@@ -16,14 +16,16 @@ source "$E2E_DIR/tools.bash"
 e2e_init usb-inetcat
 e2e_require_programs inetcat
 tools_init
+# Debian's inetcat runs on our library here.
+DEBIAN_TOOLS_LIB=$BUILD_DIR
 
 # usb_inetcat_feed WHO NAME INFILE NBYTES [WINDOW] -- ARGS...: inetcat_feed with Debian's
 # inetcat on our library (WHO=debian) or ours; output in $E2E_TMP/NAME.WHO.{out,err,rc}.
 usb_inetcat_feed() {
 	local who=$1 name=$2.$1 rc=0
 	shift 2
-	local cmd=(with_lib "$BUILD_DIR" inetcat)
-	if [ "$who" = ours ]; then cmd=(timeout "$E2E_TIMEOUT" "$OUR_INETCAT"); fi
+	tool_cmd "$who" inetcat
+	local cmd=(timeout "$E2E_TIMEOUT" "${TOOL_CMD[@]}")
 	feed_run "$E2E_TMP/$name.out" "$E2E_TMP/$name.err" cmd "$@" || rc=$?
 	echo "$rc" >"$E2E_TMP/$name.rc"
 }

@@ -48,7 +48,9 @@ tools_init() {
 have_debian_tools() { [ -n "$DEBIAN_IPROXY" ] && [ -x "$DEBIAN_IPROXY" ] && have_debian; }
 
 # TOOL_CMD=(...) for WHO (ours|debian) and NAME (iproxy|inetcat). Debian's programs run
-# on Debian's library (lib.sh's private directory), stdout line-buffered with stdbuf.
+# on Debian's library (lib.sh's private directory) or, when DEBIAN_TOOLS_LIB names one,
+# on the library of that directory; stdout line-buffered with stdbuf.
+DEBIAN_TOOLS_LIB=
 tool_cmd() {
 	local who=$1 name=$2
 	if [ "$who" = ours ]; then
@@ -56,7 +58,7 @@ tool_cmd() {
 	else
 		local prog=$DEBIAN_IPROXY
 		[ "$name" = inetcat ] && prog=$DEBIAN_INETCAT
-		TOOL_CMD=(env LD_LIBRARY_PATH="$DEBIAN_LIB_DIR" stdbuf -oL "$prog")
+		TOOL_CMD=(env LD_LIBRARY_PATH="${DEBIAN_TOOLS_LIB:-$DEBIAN_LIB_DIR}" stdbuf -oL "$prog")
 	fi
 }
 
