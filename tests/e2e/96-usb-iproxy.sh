@@ -83,10 +83,7 @@ t_refused() {
 	tcp_client closed 127.0.0.1 "$IPROXY_PORT"
 	usb_iproxy_idle
 	iproxy_alive
-	# 2.0.2 prints errno's text where 2.1.1 (and ours) print the cause.
-	local want='Error connecting to device: Connection refused'
-	if [ "$1" = debian ]; then want='Error connecting to device: (Success|Connection refused)'; fi
-	grep -Eqx "$want" "$E2E_TMP/$IPROXY_NAME.err"
+	grep -Eqx "$(refused_line_re "$1")" "$E2E_TMP/$IPROXY_NAME.err"
 }
 
 # cut_test WHO NAME PORT MODE AFTER [STALL]: the client streams through iproxy; after AFTER

@@ -62,6 +62,16 @@ tool_cmd() {
 	fi
 }
 
+# The line (an extended regex) WHO's tool prints for a refused device port: 2.0.2 prints
+# errno's text, which its library may leave at 0 ("Success"); 2.1.1 and ours the cause.
+refused_line_re() {
+	if [ "$1" = debian ]; then
+		echo 'Error connecting to device: (Success|Connection refused)'
+	else
+		echo 'Error connecting to device: Connection refused'
+	fi
+}
+
 # The programs to run a case with.
 tools_whos() {
 	if have_debian_tools; then echo ours debian; else echo ours; fi
