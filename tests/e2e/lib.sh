@@ -94,11 +94,14 @@ e2e_init() {
 }
 
 # Puts Debian's packaged programs (libusbmuxd-tools, libimobiledevice-utils) first in
-# PATH, through links in a private directory: after `make install`, /usr/local/bin holds
-# our iproxy and inetcat under the same names, and they come before /usr/bin.
+# PATH, through links in a private directory, E2E_DEBIAN_BIN: after `make install`,
+# /usr/local/bin holds our iproxy and inetcat under the same names, and they come before
+# /usr/bin.
+E2E_DEBIAN_BIN=
 e2e_debian_programs_first() {
 	command -v dpkg-query >/dev/null || return 0
 	local dir=$E2E_TMP/debian-bin f
+	E2E_DEBIAN_BIN=$dir
 	mkdir -p "$dir"
 	while read -r f; do
 		case $f in

@@ -35,9 +35,10 @@ tools_init() {
 	for f in "$OUR_IPROXY" "$OUR_INETCAT" "$TOOLS_HELPER"; do
 		[ -x "$f" ] || e2e_abort "$f missing (run make)"
 	done
-	if command -v dpkg-query >/dev/null; then
-		DEBIAN_IPROXY=$(dpkg-query -L libusbmuxd-tools 2>/dev/null | grep '/bin/iproxy$' | head -n1) || true
-		DEBIAN_INETCAT=$(dpkg-query -L libusbmuxd-tools 2>/dev/null | grep '/bin/inetcat$' | head -n1) || true
+	# Debian's packaged programs, as lib.sh's e2e_init found them.
+	if [ -n "$E2E_DEBIAN_BIN" ]; then
+		DEBIAN_IPROXY=$E2E_DEBIAN_BIN/iproxy
+		DEBIAN_INETCAT=$E2E_DEBIAN_BIN/inetcat
 	fi
 	if ! have_debian_tools; then
 		echo "note: Debian's libusbmuxd-tools (with its libusbmuxd) not found; only our tools run"
