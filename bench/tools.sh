@@ -18,6 +18,10 @@
 #               device lookup and a Connect request to the daemon), CPU ms per
 #               connection; ours also with 8 clients at a time, closing each connection
 #               after its round trip (SETUP_N connections);
+#   reference   the same transfers through `usbmuxd-tools-test relay`, the simplest proxy
+#               (blocking read/write, a thread per direction, no splice): what a relay in
+#               user space costs at the least on this machine, against which neither
+#               iproxy can do much better per byte (REF=0: skipped).
 #   memory      VmRSS of iproxy while those HOLD_N connections are open, and its threads.
 #   at RATE     downloads again, RATE_MIB MiB, through a second daemon whose source is paced
 #               to RATE MB/s in 16 KiB writes (RATE=40: a device on USB 2.0), so that CPU
@@ -35,6 +39,7 @@ HOLD_N=${HOLD_N:-1000}
 CMP_N=${CMP_N:-500}
 RATE=${RATE:-40}
 RATE_MIB=${RATE_MIB:-128}
+REF=${REF:-1}
 RELEASE=${TARGET_DIR:-$PWD/target/release}
 OURS=$RELEASE/iproxy
 HELPER=$RELEASE/usbmuxd-tools-test
@@ -98,6 +103,18 @@ start() {
 }
 start ours "${PROXY[@]}" "$OURS"
 start debian "${PROXY[@]}" env LD_LIBRARY_PATH="$work/debian-lib" "$DEBIAN"
+if [ "$REF" != 0 ]; then
+    a=$(free_port) b=$(free_port)
+    "${PROXY[@]}" "$HELPER" relay "$a" 19 >"$work/relay_src.out" 2>&1 </dev/null &
+    PID[relay_src]=$! && pids+=($!)
+    "${PROXY[@]}" "$HELPER" relay "$b" 9 >"$work/relay_sink.out" 2>&1 </dev/null &
+    PID[relay_sink]=$! && pids+=($!)
+    PORT_SRC[relay]=$a PORT_SINK[relay]=$b
+    for _ in $(seq 200); do
+        grep -q READY "$work/relay_src.out" && grep -q READY "$work/relay_sink.out" && break
+        sleep 0.02
+    done
+fi
 if [ "$RATE" != 0 ]; then
     paced=USBMUXD_SOCKET_ADDRESS="UNIX:$work/usbmuxd-paced"
     start ours_paced "${PROXY[@]}" env "$paced" "$OURS"
@@ -156,6 +173,12 @@ bytes=$((MIB << 20))
 for round in $(seq "$ROUNDS"); do
     order="ours debian"
     [ $((round % 2)) = 0 ] && order="debian ours"
+    if [ "$REF" != 0 ]; then
+        for conns in 1 64; do
+            measure relay_src "download_$conns" "$HELPER" download 127.0.0.1 "${PORT_SRC[relay]}" "$conns" $((bytes / conns))
+            measure relay_sink "upload_$conns" "$HELPER" upload 127.0.0.1 "${PORT_SINK[relay]}" "$conns" $((bytes / conns))
+        done
+    fi
     for name in $order; do
         for conns in 1 64; do
             measure "$name" "download_$conns" "$HELPER" download 127.0.0.1 "${PORT_SRC[$name]}" "$conns" $((bytes / conns))
@@ -202,7 +225,7 @@ awk -v mib="$MIB" -v held_n="$HOLD_N" -v cmp_n="$CMP_N" -v paced_rate="$RATE" '
         for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
         return ""
     }
-    { sub(/_paced$/, "", $1) }
+    { sub(/_paced$/, "", $1); sub(/^relay_(src|sink)$/, "relay", $1) }
     $2 ~ /^(download|upload|paced)_/ { k = $1 " " $2; mbps[k] = mbps[k] " " field("MBps"); cpu[k] = cpu[k] " " field("cpu") / (field("bytes") / 1073741824) }
     $2 == "setup8" { rate8 = rate8 " " field("per_second"); scpu8 = scpu8 " " field("cpu") * 1000 / field("connections") }
     $2 == "hold_cmp" {
@@ -211,7 +234,7 @@ awk -v mib="$MIB" -v held_n="$HOLD_N" -v cmp_n="$CMP_N" -v paced_rate="$RATE" '
     }
     $2 == "hold" { k = $1; rss_n[k] = rss_n[k] " " field("rss_kb"); thr_n[k] = thr_n[k] " " field("threads"); held_n_[k] = held_n_[k] " " field("held") }
     END {
-        printf "%-22s %14s %14s %14s %14s %9s\n", "case", "Debian MB/s", "ours MB/s", "Debian CPU s/GiB", "ours CPU s/GiB", "GiB/CPU-s"
+        printf "%-22s %14s %14s %14s %14s %9s %s\n", "case", "Debian MB/s", "ours MB/s", "Debian CPU s/GiB", "ours CPU s/GiB", "GiB/CPU-s", "  relay CPU s/GiB"
         n = split("download_1 download_64 upload_1 upload_64 paced_1 paced_64", cases, " ")
         for (i = 1; i <= n; i++) {
             c = cases[i]; split(c, p, "_")
@@ -219,7 +242,8 @@ awk -v mib="$MIB" -v held_n="$HOLD_N" -v cmp_n="$CMP_N" -v paced_rate="$RATE" '
             dm = median(mbps["debian " c]); om = median(mbps["ours " c])
             dc = median(cpu["debian " c]); oc = median(cpu["ours " c])
             label = p[1] == "paced" ? "download@" paced_rate "MB/s x" p[2] : p[1] " x" p[2] " conn"
-            printf "%-22s %14.0f %14.0f %16.3f %14.3f %8.2fx\n", label, dm, om, dc, oc, dc / oc
+            ref = (("relay " c) in cpu) ? sprintf("%17.3f", median(cpu["relay " c])) : ""
+            printf "%-22s %14.0f %14.0f %16.3f %14.3f %8.2fx%s\n", label, dm, om, dc, oc, dc / oc, ref
         }
         printf "%-22s %14.0f %14.0f %13.3f ms %11.3f ms %8.2fx\n", "setup, one by one", median(rate["debian"]), median(rate["ours"]), median(scpu["debian"]), median(scpu["ours"]), median(scpu["debian"]) / (median(scpu["ours"]) > 0 ? median(scpu["ours"]) : 0.001)
         printf "%-22s %14s %14.0f %16s %11.3f ms\n", "setup, 8 at a time", "-", median(rate8), "-", median(scpu8)
@@ -228,7 +252,8 @@ awk -v mib="$MIB" -v held_n="$HOLD_N" -v cmp_n="$CMP_N" -v paced_rate="$RATE" '
         printf "%-22s %14s %11.1f MB %16s %14s\n", "RSS, " held_n " connections", "(see below)", median(rss_n["ours"]) / 1024, "", median(thr_n["ours"]) " threads"
         printf "%-22s %14s %14s\n", "  connections held", "-", median(held_n_["ours"])
         print "(GiB/CPU-s: payload per CPU second of the iproxy process, ours relative to Debian'"'"'s;"
-        print " for setup, Debian'"'"'s CPU per connection over ours; setup columns are connections/s)"
+        print " for setup, Debian'"'"'s CPU per connection over ours; setup columns are connections/s;"
+        print " relay: usbmuxd-tools-test relay, blocking read/write on a thread per direction, the reference)"
     }' "$work/results"
 echo "Debian's iproxy with $HOLD_N connections: $debian_at_hold"
 if [ -n "${KEEP_RESULTS:-}" ]; then cp "$work/results" "$KEEP_RESULTS"; fi

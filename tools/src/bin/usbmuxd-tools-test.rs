@@ -24,6 +24,11 @@
 //! usbmuxd-tools-test setup HOST PORT N PARALLEL
 //!     N times: connect, one-byte echo round trip, close; PARALLEL at a time. Prints
 //!     `connections=… seconds=…`.
+//! usbmuxd-tools-test relay LOCAL_PORT DEVICE_PORT [BUFFER]
+//!     the simplest proxy, a reference for the benchmark: accepts on 127.0.0.1:LOCAL_PORT
+//!     and, per client, connects to DEVICE_PORT of the first device and copies each way
+//!     with blocking read/write calls of BUFFER bytes (default 32768) on a thread of
+//!     its own. No polling, no splice: what a user-space relay costs at the least.
 //! usbmuxd-tools-test halfclose HOST PORT BYTES
 //!     sends BYTES, half-closes, reads the echo to EOF; exit 0 if it is byte-exact.
 //! ```
@@ -37,8 +42,8 @@ use rustix::net::{accept_with, recv, send, RecvFlags, SendFlags, SocketFlags};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown as StdShutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixListener;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::exit;
 use std::time::{Duration, Instant};
 use usbmuxd::proto::{attached_dict, decode_request, encode_plist_message, encode_result, FrameDecoder, Request};
@@ -61,6 +66,7 @@ fn main() {
         "upload" => bulk(rest, true),
         "setup" => setup(rest),
         "halfclose" => halfclose(rest),
+        "relay" => relay(rest),
         other => die(&format!("unknown mode {other}")),
     };
     exit(code)
@@ -555,6 +561,45 @@ fn hold(args: &[String]) -> i32 {
     } else {
         1
     }
+}
+
+// ---- reference relay -------------------------------------------------------------------------
+
+fn relay(args: &[String]) -> i32 {
+    let local: u16 = arg(args, 0, "LOCAL_PORT");
+    let device_port: u16 = arg(args, 1, "DEVICE_PORT");
+    let size: usize = args.get(2).map_or(32 * 1024, |_| arg(args, 2, "BUFFER"));
+    let listener = TcpListener::bind(("127.0.0.1", local)).unwrap_or_else(|e| die(&format!("bind: {e}")));
+    println!("READY {local}");
+    let _ = std::io::stdout().flush();
+    for client in listener.incoming() {
+        let Ok(client) = client else { continue };
+        let device = usbmuxd::list_devices()
+            .ok()
+            .and_then(|l| l.first().map(|d| d.handle))
+            .and_then(|h| usbmuxd::connect(h, device_port).ok())
+            .and_then(|c| c.as_fd().try_clone_to_owned().ok())
+            .map(UnixStream::from);
+        let Some(device) = device else { continue };
+        if device.set_nonblocking(false).is_err() {
+            continue;
+        }
+        let (Ok(device2), Ok(client2)) = (device.try_clone(), client.try_clone()) else { continue };
+        std::thread::spawn(move || copy_blocking(client2, device2, size));
+        std::thread::spawn(move || copy_blocking(device, client, size));
+    }
+    0
+}
+
+/// read/write until EOF or an error, then half-closes the destination.
+fn copy_blocking<R: Read, W: Write + AsFd>(mut from: R, mut to: W, size: usize) {
+    let mut buf = vec![0u8; size];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = rustix::net::shutdown(&to, rustix::net::Shutdown::Write);
 }
 
 // ---- bulk transfers and setup rate -----------------------------------------------------------
