@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the cargo-fuzz targets in fuzz/ and runs each for a few seconds, then replays
-# the saved regression inputs (fuzz/regressions/<target>/*). Fails on any crash.
+# the saved regression inputs (fuzz/regressions/<target>/*) and runs the regression
+# tests (fuzz/regressions/*.rs). Fails on any crash or failing test.
 #
 #   scripts/fuzz-smoke.sh [SECONDS]      seconds per target (default 5)
 #
@@ -10,8 +11,6 @@
 #                          toolchain. `address` needs nightly features: on stable it only
 #                          works with RUSTC_BOOTSTRAP=1 (set it yourself to opt in).
 #   FUZZ_TARGETS="a b"     only these targets (default: all of `cargo fuzz list`)
-#   FUZZ_STRICT=1          do not tolerate the reported-but-unfixed findings (see
-#                          fuzz/README.md); passed through to the targets
 #
 # Inputs that a run discovers go to a temporary directory: the committed seed corpora in
 # fuzz/corpus/ are only read. Crash inputs land in fuzz/artifacts/<target>/ (ignored by git).
@@ -89,6 +88,16 @@ for t in "${targets[@]}"; do
         grep -avE '^\s+[0-9]+: |^\s+at |^#[0-9]+\s+(NEW|REDUCE|pulse)' "$log" | tail -n 40 | sed 's/^/   | /'
     fi
 done
+
+echo "-- regression tests (fuzz/regressions/*.rs)"
+if ! (cd fuzz && cargo test --quiet --tests) >"$scratch/regressions.log" 2>&1; then
+    fail=$((fail + 1))
+    failed="$failed regression-tests"
+    echo "FAILED: the regression tests; the end of their log:"
+    tail -n 40 "$scratch/regressions.log" | sed 's/^/   | /'
+else
+    grep -E '^test result' "$scratch/regressions.log" | sed 's/^/   /' || true
+fi
 
 echo "fuzz-smoke: $pass passed, $fail failed"
 if [ "$fail" -ne 0 ]; then

@@ -1,9 +1,9 @@
 //! Regression test for a finding of the `usbmux_engine` fuzz target (liveness invariant
 //! "once the reader has drained a connection, an ACK for everything consumed is on the
-//! wire"). FAILS until `src/usbmux/engine.rs` is fixed.
+//! wire"), fixed in 419475d.
 //!
-//! Cause: `Engine::poll_transmit` records `ack_sent` for every queued control TCP packet
-//! whose *source port* names a live connection:
+//! Cause: `Engine::poll_transmit` recorded `ack_sent` for every queued control TCP packet
+//! whose *source port* named a live connection:
 //!
 //! ```text
 //! if let Packet::Tcp { header, .. } = &packet {
@@ -15,14 +15,13 @@
 //!
 //! The anonymous RST that answers a packet for an unknown (host port, device port) pair
 //! also has a live host port as its source port when only the device port is wrong, and
-//! its ack is the stranger's sequence number. If that number equals the live
-//! connection's `consumed_seq`, the engine believes the pending ACK went out and never
-//! sends it: the device keeps the consumed bytes unacknowledged (with a full window it
-//! stalls for ever). With any other number, `ack_sent` is simply corrupted (an extra ACK,
-//! or an ACK suppressed until more data is read).
+//! its ack is the stranger's sequence number. If that number equalled the live
+//! connection's `consumed_seq`, the engine believed the pending ACK went out and never
+//! sent it: the device kept the consumed bytes unacknowledged (with a full window it
+//! stalled for ever). With any other number, `ack_sent` was simply corrupted (an extra
+//! ACK, or an ACK suppressed until more data is read).
 //!
-//! Fix: only update `ack_sent` when `header.dest_port == c.device_port` (or don't touch
-//! `ack_sent` for RSTs at all: an RST ends the connection anyway).
+//! Fix: `ack_sent` is only updated when `header.dest_port == c.device_port`.
 //!
 //! Run: `cargo test --manifest-path fuzz/Cargo.toml --test engine_anonymous_rst_ack`
 //! (or copy the test into `src/usbmux/engine.rs`'s tests).
