@@ -108,32 +108,73 @@ def recv_exact(s, n):
         got += len(b)
     return b"".join(parts)
 
-def echo_transfer(s, data, slow=False):
-    """Writes data while reading the echo back; returns the echoed bytes."""
+def echo_transfer(s, data, slow=False, window=None):
+    """Writes data while reading the echo back; returns the echoed bytes. With a window,
+    at most that many bytes are sent and not yet echoed back (see echo_options)."""
     err = []
+    progress = threading.Condition()
+    received = [0]
     def writer():
         try:
-            for off in range(0, len(data), 65536):
-                s.sendall(data[off:off + 65536])
+            # Windowed: smaller writes, so that the window never drains completely (a
+            # stop-and-wait pattern would meet Nagle and delayed ACKs at every turn).
+            step = 65536 if window is None else max(1, min(16384, window // 4))
+            for off in range(0, len(data), step):
+                end = min(off + step, len(data))
+                if window is not None:
+                    with progress:
+                        while end - received[0] > window and not err:
+                            progress.wait(1)
+                s.sendall(data[off:end])
         except Exception as e:
             err.append(e)
     t = threading.Thread(target=writer)
     t.start()
     parts, got, n = [], 0, len(data)
     pause_at = 1 << 20
-    while got < n:
-        if slow and got >= pause_at:   # a slow reader: stall 0.2 s after every MiB
-            time.sleep(0.2)
-            pause_at += 1 << 20
-        b = s.recv(min(65536, n - got))
-        if not b:
-            break
-        parts.append(b)
-        got += len(b)
+    try:
+        while got < n:
+            if slow and got >= pause_at:   # a slow reader: stall 0.2 s after every MiB
+                time.sleep(0.2)
+                pause_at += 1 << 20
+            b = s.recv(min(65536, n - got))
+            if not b:
+                break
+            parts.append(b)
+            got += len(b)
+            with progress:
+                received[0] = got
+                progress.notify()
+    except Exception as e:
+        with progress:
+            err.append(e)
+            progress.notify()
+        t.join()
+        raise
     t.join()
     if err:
         raise err[0]
     return b"".join(parts)
+
+def echo_options(args):
+    """The optional words after an echo mode's numbers: `slow` (the reader stalls 0.2 s
+    per MiB) and `window=BYTES`. The window is for iproxy 2.0.2, which serves both
+    directions of a connection from one thread and gives up a 32 KiB chunk it cannot send
+    within 1 s (tools.md 1.6): with an echo client that writes without bound, the bytes in
+    flight grow until every buffer between the client and the device is full, and 2.0.2
+    blocked in its send to the device no longer reads the echo, so a chunk is dropped. A
+    window smaller than those buffers keeps 2.0.2 from ever blocking that long, the way a
+    request/response client would. Without `window=`, the environment's E2E_ECHO_WINDOW
+    (lib.sh's tcp_client passes IPROXY_ECHO_WINDOW, set when the iproxy is 2.0.2)."""
+    slow, window = False, int(os.environ["E2E_ECHO_WINDOW"]) if os.environ.get("E2E_ECHO_WINDOW") else None
+    for a in args:
+        if a == "slow":
+            slow = True
+        elif a.startswith("window="):
+            window = int(a.split("=", 1)[1])
+        else:
+            raise SystemExit(f"unknown echo option {a!r}")
+    return slow, window
 
 def report(label, sent, back):
     hs, hb = hashlib.sha256(sent).hexdigest(), hashlib.sha256(back).hexdigest()
@@ -143,17 +184,19 @@ def report(label, sent, back):
     return True
 
 def main(mode, *args):
-    if mode == "echo":            # HOST PORT NBYTES [slow]: random bytes echoed byte-exact
+    if mode == "echo":            # HOST PORT NBYTES [slow] [window=BYTES]: random bytes echoed byte-exact
         host, port, n = args[0], args[1], int(args[2])
+        slow, window = echo_options(args[3:])
         s = connect(host, port)
         data = os.urandom(n)
-        back = echo_transfer(s, data, slow=len(args) > 3)
+        back = echo_transfer(s, data, slow=slow, window=window)
         s.close()
         ok = report("echo", data, back)
         print(f"echo {n} bytes: {'identical' if ok else 'DIFFERENT'}")
         return 0 if ok else 1
-    if mode == "parallel":        # HOST PORT K NBYTES: K clients at once
+    if mode == "parallel":        # HOST PORT K NBYTES [window=BYTES]: K clients at once
         host, port, k, n = args[0], args[1], int(args[2]), int(args[3])
+        _, window = echo_options(args[4:])
         socks = []
         # Connect one after the other, each proven live by a round trip, so that every
         # forwarding thread of iproxy is set up before the next client arrives.
@@ -170,7 +213,7 @@ def main(mode, *args):
         def run(i):
             data = os.urandom(n)
             try:
-                results[i] = report(f"client {i}", data, echo_transfer(socks[i], data))
+                results[i] = report(f"client {i}", data, echo_transfer(socks[i], data, window=window))
             except Exception as e:
                 print(f"client {i}: {e!r}")
                 results[i] = False

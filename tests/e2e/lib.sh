@@ -615,29 +615,36 @@ fi
 IPROXY_PID=
 IPROXY_PORT=
 IPROXY_NAME=
+# The echo window (bytes) that tcp_client's echo modes keep to when the iproxy under test
+# is 2.0.2, empty for ours: see echo_options in client.py.
+IPROXY_ECHO_WINDOW=
+IPROXY_202_ECHO_WINDOW=131072
 # iproxy_spawn NAME CMD ARGS...: starts the iproxy command in the array named CMD (the
 # program and what runs it) with IPROXY_SOURCE and ARGS, a free port in place of PORT in
 # ARGS, transcript in NAME.out / NAME.err, and waits until it listens. Sets IPROXY_PID,
-# IPROXY_PORT and IPROXY_NAME (for iproxy_idle, iproxy_alive).
+# IPROXY_PORT and IPROXY_NAME (for iproxy_idle, iproxy_alive); IPROXY_ECHO_WINDOW is
+# reset (the caller sets it for 2.0.2).
 iproxy_spawn() {
 	local name=$1
 	local -n iproxy_cmd_=$2
 	shift 2
 	IPROXY_PORT=$(free_port)
 	IPROXY_NAME=$name
+	IPROXY_ECHO_WINDOW=
 	local args=("${IPROXY_SOURCE[@]}" "${@//PORT/$IPROXY_PORT}")
 	bg_start "${iproxy_cmd_[@]}" "${args[@]}" >"$E2E_TMP/$name.out" 2>"$E2E_TMP/$name.err" </dev/null
 	IPROXY_PID=$BG_PID
 	wait_for_line "$E2E_TMP/$name.out" '^waiting for connection$'
 }
 
-# iproxy_start LIBDIR NAME ARGS...: iproxy_spawn of the installed iproxy with the library
-# of LIBDIR (stdout made line-buffered with stdbuf).
+# iproxy_start LIBDIR NAME ARGS...: iproxy_spawn of the installed iproxy (Debian's 2.0.2)
+# with the library of LIBDIR (stdout made line-buffered with stdbuf).
 iproxy_start() {
 	local dir=$1 name=$2
 	shift 2
 	local cmd=(env LD_LIBRARY_PATH="$dir" stdbuf -oL iproxy)
 	iproxy_spawn "$name" cmd "$@"
+	IPROXY_ECHO_WINDOW=$IPROXY_202_ECHO_WINDOW
 }
 
 # Waits until iproxy has torn down every forwarded connection (only its listening
@@ -684,11 +691,12 @@ inetcat_feed() {
 # ---- the TCP client and helper (python3, client.py) ----------------------------------------------
 
 
-# tcp_client MODE ARGS...: see the modes in client.py.
-tcp_client() { timeout 60 python3 "$E2E_DIR/client.py" "$@"; }
+# tcp_client MODE ARGS...: see the modes in client.py (the echo modes keep to
+# IPROXY_ECHO_WINDOW, passed as E2E_ECHO_WINDOW).
+tcp_client() { E2E_ECHO_WINDOW=$IPROXY_ECHO_WINDOW timeout 60 python3 "$E2E_DIR/client.py" "$@"; }
 # The same in the background (bg_start; pid in BG_PID). Not `bg_start tcp_client`: a
 # function would run in a subshell, whose pid is not the one of the program.
-tcp_client_bg() { bg_start timeout 60 python3 "$E2E_DIR/client.py" "$@"; }
+tcp_client_bg() { E2E_ECHO_WINDOW=$IPROXY_ECHO_WINDOW bg_start timeout 60 python3 "$E2E_DIR/client.py" "$@"; }
 
 # echo_server_start PORTFILE: starts client.py's TCP echo server on 127.0.0.1 (a network
 # device's service) in the background; its port in ECHO_PORT (and PORTFILE).

@@ -88,6 +88,7 @@ tools_iproxy_start() {
 	# Without IPv6, 2.0.2 cannot listen on its default ::1: lib.sh's IPROXY_SOURCE
 	# (-s 127.0.0.1) is given to both programs then (iproxy_spawn does).
 	iproxy_spawn "$name" TOOL_CMD "$@"
+	if [ "$who" = debian ]; then IPROXY_ECHO_WINDOW=$IPROXY_202_ECHO_WINDOW; fi
 }
 
 # Makes a transcript comparable: the program path as invoked becomes the program name,
