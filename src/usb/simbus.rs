@@ -628,6 +628,9 @@ fn read_transfers(mut reader: BufReader<UnixStream>, sink: LinkSink, stopped: Ar
                 sink(LinkEvent::Transfer(transfer));
             }
             Ok(None) => break "device disconnected".to_string(),
+            // The simulator closed the device connection with host transfers still
+            // unread: the kernel reports that as a reset instead of EOF. Still an unplug.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break "device disconnected".to_string(),
             Err(e) => break format!("simulated bus: {e}"),
         }
     };
@@ -917,6 +920,26 @@ mod tests {
         drop(s);
         assert_eq!(rx.recv_timeout(T).unwrap(), LinkEvent::Gone("device disconnected".into()));
         assert!(link.send(b"x").is_err() || link.send(b"x").is_err());
+    }
+
+    #[test]
+    fn unplug_with_host_transfers_unread_is_a_disconnect() {
+        let path = temp_socket("unread");
+        let l = UnixListener::bind(&path).unwrap();
+        let (sent_tx, sent_rx) = mpsc::channel::<()>();
+        let server = thread::spawn(move || {
+            let (mut s, _r) = accept(&l, "USBSIMBUS 1 OPEN 258");
+            s.write_all(ok_line(&[("max_packet_size", "512".into())]).as_bytes()).unwrap();
+            // Unplugged before reading what the host sent: closing a UNIX socket with
+            // unread data makes the peer's next read fail with ECONNRESET.
+            sent_rx.recv().unwrap();
+        });
+        let (sink, rx) = link_sink();
+        let mut link = SimBus::new(&path).open(&info(258), sink).unwrap();
+        link.send(&[0; 36]).unwrap();
+        sent_tx.send(()).unwrap();
+        server.join().unwrap();
+        assert_eq!(rx.recv_timeout(T).unwrap(), LinkEvent::Gone("device disconnected".into()));
     }
 
     #[test]
