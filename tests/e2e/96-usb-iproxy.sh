@@ -7,7 +7,7 @@
 #   * PORT:7 (echo): 8 MiB echoed byte-exact; 4 parallel clients of 2 MiB; a slow reader
 #     (0.2 s stall per MiB: below iproxy 2.0.2's 1 s send limit, past which iproxy itself
 #     drops data, tools.md §1.6; for the same reason the clients of 2.0.2 keep at most
-#     128 KiB in flight, see echo_options in client.py);
+#     128 KiB in flight, see echo_window in client.py);
 #   * PORT:19 (source): 1 MiB of the pattern byte % 251, then EOF; a slow reader of 4 MiB
 #     in 1000-byte reads;
 #   * refused device port: iproxy's message, the client is closed, iproxy keeps running;

@@ -110,7 +110,7 @@ def recv_exact(s, n):
 
 def echo_transfer(s, data, slow=False, window=None):
     """Writes data while reading the echo back; returns the echoed bytes. With a window,
-    at most that many bytes are sent and not yet echoed back (see echo_options)."""
+    at most that many bytes are sent and not yet echoed back (see echo_window)."""
     err = []
     progress = threading.Condition()
     received = [0]
@@ -156,25 +156,17 @@ def echo_transfer(s, data, slow=False, window=None):
         raise err[0]
     return b"".join(parts)
 
-def echo_options(args):
-    """The optional words after an echo mode's numbers: `slow` (the reader stalls 0.2 s
-    per MiB) and `window=BYTES`. The window is for iproxy 2.0.2, which serves both
-    directions of a connection from one thread and gives up a 32 KiB chunk it cannot send
-    within 1 s (tools.md 1.6): with an echo client that writes without bound, the bytes in
-    flight grow until every buffer between the client and the device is full, and 2.0.2
-    blocked in its send to the device no longer reads the echo, so a chunk is dropped. A
-    window smaller than those buffers keeps 2.0.2 from ever blocking that long, the way a
-    request/response client would. Without `window=`, the environment's E2E_ECHO_WINDOW
-    (lib.sh's tcp_client passes IPROXY_ECHO_WINDOW, set when the iproxy is 2.0.2)."""
-    slow, window = False, int(os.environ["E2E_ECHO_WINDOW"]) if os.environ.get("E2E_ECHO_WINDOW") else None
-    for a in args:
-        if a == "slow":
-            slow = True
-        elif a.startswith("window="):
-            window = int(a.split("=", 1)[1])
-        else:
-            raise SystemExit(f"unknown echo option {a!r}")
-    return slow, window
+def echo_window():
+    """The echo modes' window, from E2E_ECHO_WINDOW (lib.sh's tcp_client passes
+    IPROXY_ECHO_WINDOW, set when the iproxy under test is 2.0.2); None: no bound.
+    iproxy 2.0.2 serves both directions of a connection from one thread and gives up a
+    32 KiB chunk it cannot send within 1 s (tools.md 1.6): with an echo client that writes
+    without bound, the bytes in flight grow until every buffer between the client and the
+    device is full, and 2.0.2 blocked in its send to the device no longer reads the echo,
+    so a chunk is dropped. A window smaller than those buffers keeps 2.0.2 from ever
+    blocking that long, the way a request/response client would."""
+    w = os.environ.get("E2E_ECHO_WINDOW")
+    return int(w) if w else None
 
 def report(label, sent, back):
     hs, hb = hashlib.sha256(sent).hexdigest(), hashlib.sha256(back).hexdigest()
@@ -184,19 +176,18 @@ def report(label, sent, back):
     return True
 
 def main(mode, *args):
-    if mode == "echo":            # HOST PORT NBYTES [slow] [window=BYTES]: random bytes echoed byte-exact
+    if mode == "echo":            # HOST PORT NBYTES [slow]: random bytes echoed byte-exact
         host, port, n = args[0], args[1], int(args[2])
-        slow, window = echo_options(args[3:])
         s = connect(host, port)
         data = os.urandom(n)
-        back = echo_transfer(s, data, slow=slow, window=window)
+        back = echo_transfer(s, data, slow=len(args) > 3, window=echo_window())
         s.close()
         ok = report("echo", data, back)
         print(f"echo {n} bytes: {'identical' if ok else 'DIFFERENT'}")
         return 0 if ok else 1
-    if mode == "parallel":        # HOST PORT K NBYTES [window=BYTES]: K clients at once
+    if mode == "parallel":        # HOST PORT K NBYTES: K clients at once
         host, port, k, n = args[0], args[1], int(args[2]), int(args[3])
-        _, window = echo_options(args[4:])
+        window = echo_window()
         socks = []
         # Connect one after the other, each proven live by a round trip, so that every
         # forwarding thread of iproxy is set up before the next client arrives.

@@ -616,7 +616,7 @@ IPROXY_PID=
 IPROXY_PORT=
 IPROXY_NAME=
 # The echo window (bytes) that tcp_client's echo modes keep to when the iproxy under test
-# is 2.0.2, empty for ours: see echo_options in client.py.
+# is 2.0.2, empty for ours: see echo_window in client.py.
 IPROXY_ECHO_WINDOW=
 IPROXY_202_ECHO_WINDOW=131072
 # iproxy_spawn NAME CMD ARGS...: starts the iproxy command in the array named CMD (the
