@@ -591,7 +591,8 @@ fn relay(args: &[String]) -> i32 {
     0
 }
 
-/// read/write until EOF or an error, then half-closes the destination.
+/// read/write until EOF or an error, then half-closes the destination. Not
+/// `std::io::copy`: on Linux it splices between sockets, and the reference is the plain copy.
 fn copy_blocking<R: Read, W: Write + AsFd>(mut from: R, mut to: W, size: usize) {
     let mut buf = vec![0u8; size];
     while let Ok(n @ 1..) = from.read(&mut buf) {
